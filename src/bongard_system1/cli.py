@@ -1,0 +1,125 @@
+"""The ``system1`` command line: a thin argparse layer over the package's functions.
+
+Parsers are built without importing torch, so ``--help`` and ``status`` answer at once; each
+subcommand imports its module only when it runs. Every :class:`System1Error` becomes one
+``error: ...`` line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import System1Error
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _fraction(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="system1", description="System 1 for Bongard-LOGO: generate synthetic "
+                                "data, train and evaluate a shape and stroke detector, run the checkpointed pipeline.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    g = sub.add_parser("generate", help="write a synthetic Bongard-LOGO dataset with COCO boxes")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--num-images", type=_positive_int, required=True)
+    g.add_argument("--image-size", type=_positive_int, default=416)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    g.add_argument("--val-fraction", type=_fraction, default=0.1)
+    g.add_argument("--max-shapes", type=_positive_int, default=3, help="shapes per image: 1 to this")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(handler="bongard_system1.data.generate:cli_generate")
+
+    v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")
+    v.add_argument("--data", required=True, help="dataset folder (or a folder with shapes_coco.json)")
+    v.add_argument("--out", required=True, help="PNG file to write")
+    v.add_argument("--num", type=_positive_int, default=16)
+    v.add_argument("--strokes", action="store_true", help="draw stroke boxes too")
+    v.set_defaults(handler="bongard_system1.data.preview:cli_preview")
+
+    t = sub.add_parser("train", help="train the detector (resumes after a kill)")
+    t.add_argument("--data", required=True, help="dataset folder written by 'system1 generate'")
+    t.add_argument("--out", required=True, help="run folder: last.pt, best.pt, config.json, metrics.csv")
+    t.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18")
+    t.add_argument("--categories", choices=["shapes", "strokes", "all"], default="all")
+    t.add_argument("--epochs", type=_positive_int, default=12)
+    t.add_argument("--batch-size", type=_positive_int, default=8)
+    t.add_argument("--image-size", type=_positive_int, default=320)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--workers", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=None, help="peak OneCycleLR learning rate")
+    t.add_argument("--time-budget", type=float, default=None, help="minutes; epochs shrink to fit")
+    t.add_argument("--restart", action="store_true", help="start over even if RUN_DIR holds another config")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(handler="bongard_system1.train:cli_train")
+
+    e = sub.add_parser("evaluate", help="COCO metrics of a model (or the classical baseline) on a COCO file")
+    e.add_argument("--model", required=True, help="a .pt file, a run folder (its best.pt) or 'baseline'")
+    e.add_argument("--coco", required=True, help="shapes_coco.json or strokes_coco.json")
+    e.add_argument("--images-root", default=None, help="folder the file names are relative to")
+    e.add_argument("--out", required=True, help="metrics JSON to write")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--no-refine", action="store_true", help="do not snap boxes to the ink")
+    e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
+
+    r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
+    r.add_argument("--model", required=True, help="a .pt file, a run folder or 'baseline'")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of images")
+    src.add_argument("--coco", help="COCO file whose images to predict")
+    r.add_argument("--images-root", default=None)
+    r.add_argument("--out", required=True, help="detections JSON to write")
+    r.add_argument("--overlay-dir", default=None, help="write overlay PNGs here")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    r.add_argument("--score-threshold", type=float, default=0.05)
+    r.set_defaults(handler="bongard_system1.predict:cli_predict")
+
+    for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),
+                           ("status", "show each pipeline stage and why it would run again"),
+                           ("reset", "delete a pipeline stage's records and outputs, and everything downstream")):
+        s = sub.add_parser(name, help=helptext, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(handler=f"bongard_system1.pipeline.cli:cli_{name}")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module, func = args.handler.split(":")
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        rc = handler(args)
+        return int(rc or 0)
+    except System1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset generation, COCO files and the training dataset."""

@@ -1,0 +1,138 @@
+"""Headless anti-aliased rendering of placed LOGO shapes with exact per-shape and per-stroke boxes.
+
+Geometry comes from :mod:`turtle_trace`; OpenCV draws it. The original painter works on an 800x800
+turtle canvas exported through PostScript and resized to 512x512; ``CANVAS_SPAN`` is the width of
+turtle space that ends up in the image, calibrated against real Bongard-LOGO images.
+
+Boxes follow the real set's definition: ``[x, y, w, h]`` of the pixels that carry any ink when the
+object (a shape, or one stroke) is drawn alone, with ``w = xmax - xmin + 1``. Shapes are drawn
+alone and combined by darkest pixel, so a shape's box is exactly its own ink in the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .actions import PlacedShape
+from .turtle_trace import STAMP_OUTLINE, trace_shape
+
+CANVAS_SPAN = 783.5      # turtle units across the exported image (fitted to real boxes)
+CANVAS_CENTER = (-2.0, 2.5)  # turtle point at the image centre (fitted likewise)
+PEN_WIDTH = 8.0          # turtle units (the original pen size)
+INK_FLOOR = 128          # faint anti-aliasing fringe (darkness <= this) is cleared, as in real images
+_SHIFT = 4               # OpenCV sub-pixel bits
+_ONE = 1 << _SHIFT
+
+
+@dataclass
+class Rendering:
+    image: np.ndarray            # HxW uint8, 255 white paper, 0 black ink
+    shape_boxes: list            # per shape: [x, y, w, h] or None when no ink is visible
+    stroke_boxes: list           # per shape, per action: [x, y, w, h] or None
+
+
+def _to_pixels(points, size, span):
+    s = size / span
+    cx, cy = CANVAS_CENTER
+    pts = np.asarray(points, dtype=np.float64)
+    px = (pts[:, 0] - cx) * s + size / 2.0 - 0.5
+    py = (cy - pts[:, 1]) * s + size / 2.0 - 0.5
+    return np.stack([px, py], axis=1)
+
+
+def _ink_box(canvas, ox, oy):
+    rows = np.flatnonzero(canvas.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(canvas.any(axis=0))
+    return [int(ox + cols[0]), int(oy + rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
+class _Pieces:
+    """The pixel geometry of one stroke: polylines and stamps, ready for OpenCV."""
+
+    def __init__(self, trace, size, span):
+        self.lines = [_to_pixels(p, size, span) for p in trace.polylines if len(p) >= 2]
+        self.stamps = [_to_pixels(p, size, span) for p in trace.stamps]
+
+    def bounds(self):
+        arrs = self.lines + self.stamps
+        if not arrs:
+            return None
+        allp = np.concatenate(arrs)
+        return allp.min(axis=0), allp.max(axis=0)
+
+
+def _draw(canvas, pieces: _Pieces, ox, oy, pen_px, outline_px):
+    off = np.array([ox, oy])
+    for line in pieces.lines:
+        pts = np.round((line - off) * _ONE).astype(np.int32)
+        cv2.polylines(canvas, [pts], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
+    for stamp in pieces.stamps:
+        pts = np.round((stamp - off) * _ONE).astype(np.int32)
+        cv2.fillPoly(canvas, [pts], 0, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(canvas, [pts], True, 255, outline_px, cv2.LINE_AA, _SHIFT)
+
+
+def _roi(bounds, pad, size):
+    lo, hi = bounds
+    x0 = max(int(np.floor(lo[0])) - pad, 0)
+    y0 = max(int(np.floor(lo[1])) - pad, 0)
+    x1 = min(int(np.ceil(hi[0])) + pad + 1, size)
+    y1 = min(int(np.ceil(hi[1])) + pad + 1, size)
+    return x0, y0, x1, y1
+
+
+def pen_pixels(pen_width: float, size: int, span: float = CANVAS_SPAN) -> int:
+    return max(1, int(round(pen_width * size / span)))
+
+
+def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WIDTH,
+           magnify: bool = True, span: float = CANVAS_SPAN, with_boxes: bool = True) -> Rendering:
+    """Draw placed shapes on a ``size`` x ``size`` image and measure each shape's and stroke's ink."""
+    dark = np.zeros((size, size), np.uint8)
+    pen_px = pen_pixels(pen_width, size, span)
+    outline_px = max(1, int(round(STAMP_OUTLINE * size / span)))
+    pad = pen_px + outline_px + 2
+    shape_boxes, stroke_boxes = [], []
+    for shape in shapes:
+        pieces = [_Pieces(tr, size, span) for tr in trace_shape(shape, magnify=magnify)]
+        bounds = [p.bounds() for p in pieces]
+        present = [b for b in bounds if b is not None]
+        if not present:
+            shape_boxes.append(None)
+            stroke_boxes.append([None] * len(pieces))
+            continue
+        lo = np.min([b[0] for b in present], axis=0)
+        hi = np.max([b[1] for b in present], axis=0)
+        x0, y0, x1, y1 = _roi((lo, hi), pad, size)
+        if x1 <= x0 or y1 <= y0:
+            shape_boxes.append(None)
+            stroke_boxes.append([None] * len(pieces))
+            continue
+        canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        for p in pieces:
+            _draw(canvas, p, x0, y0, pen_px, outline_px)
+        canvas[canvas <= INK_FLOOR] = 0
+        np.maximum(dark[y0:y1, x0:x1], canvas, out=dark[y0:y1, x0:x1])
+        if not with_boxes:
+            continue
+        shape_boxes.append(_ink_box(canvas, x0, y0))
+        boxes = []
+        for p, b in zip(pieces, bounds):
+            if b is None:
+                boxes.append(None)
+                continue
+            sx0, sy0, sx1, sy1 = _roi(b, pad, size)
+            if sx1 <= sx0 or sy1 <= sy0:
+                boxes.append(None)
+                continue
+            c = np.zeros((sy1 - sy0, sx1 - sx0), np.uint8)
+            _draw(c, p, sx0, sy0, pen_px, outline_px)
+            c[c <= INK_FLOOR] = 0
+            boxes.append(_ink_box(c, sx0, sy0))
+        stroke_boxes.append(boxes)
+    return Rendering(image=255 - dark, shape_boxes=shape_boxes, stroke_boxes=stroke_boxes)
