@@ -11,33 +11,16 @@ import argparse
 import importlib
 import sys
 
+from .argtypes import OneLineParser
+from .argtypes import half_open_fraction as _fraction
+from .argtypes import positive_int as _positive_int
 from .errors import System1Error
 
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _fraction(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="system1", description="System 1 for Bongard-LOGO: generate synthetic "
+    p = OneLineParser(prog="system1", description="System 1 for Bongard-LOGO: generate synthetic "
                                 "data, train and evaluate a shape and stroke detector, run the checkpointed pipeline.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
 
     g = sub.add_parser("generate", help="write a synthetic Bongard-LOGO dataset with COCO boxes")
@@ -50,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-shapes", type=_positive_int, default=3, help="shapes per image: 1 to this")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(handler="bongard_system1.data.generate:cli_generate")
+
+    d = sub.add_parser("draw", help="render one image from action strings (one --program per shape)")
+    d.add_argument("--program", action="append", required=True,
+                   help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750")
+    d.add_argument("--out", required=True, help="PNG file to write")
+    d.add_argument("--size", type=_positive_int, default=512)
+    d.add_argument("--scale", type=float, default=180.0, help="scaling factor of every shape (turtle units)")
+    d.set_defaults(handler="bongard_system1.logo.render:cli_draw")
 
     v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")
     v.add_argument("--data", required=True, help="dataset folder (or a folder with shapes_coco.json)")
@@ -81,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--images-root", default=None, help="folder the file names are relative to")
     e.add_argument("--out", required=True, help="metrics JSON to write")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    e.add_argument("--no-refine", action="store_true", help="do not snap boxes to the ink")
+    e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
+                   help="how shape boxes meet the ink (see the README)")
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
@@ -94,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overlay-dir", default=None, help="write overlay PNGs here")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--score-threshold", type=float, default=0.05)
+    r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 
     for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),
@@ -105,9 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PIPELINE_COMMANDS = ("run", "status", "reset")
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PIPELINE_COMMANDS:
+        # the pipeline commands parse their own options (argparse.REMAINDER refuses a leading option)
+        args = argparse.Namespace(command=argv[0], rest=argv[1:],
+                                  handler=f"bongard_system1.pipeline.cli:cli_{argv[0]}")
+    else:
+        args = build_parser().parse_args(argv)
     module, func = args.handler.split(":")
     try:
         handler = getattr(importlib.import_module(module), func)

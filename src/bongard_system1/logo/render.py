@@ -136,3 +136,24 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
             boxes.append(_ink_box(c, sx0, sy0))
         stroke_boxes.append(boxes)
     return Rendering(image=255 - dark, shape_boxes=shape_boxes, stroke_boxes=stroke_boxes)
+
+
+def cli_draw(args):
+    """``system1 draw``: shapes side by side, each starting left of its slot, heading east."""
+    import json
+
+    from .actions import parse_program
+    from ..errors import System1Error
+    n = len(args.program)
+    shapes = []
+    for k, text in enumerate(args.program):
+        actions = parse_program([t.strip() for t in text.split(",") if t.strip()])
+        if not actions:
+            raise System1Error(f"--program {text!r} holds no action")
+        y = 250.0 - 500.0 * (k + 0.5) / n
+        shapes.append(PlacedShape(actions, (-250.0, y), 0.0, float(args.scale)))
+    r = render(shapes, args.size)
+    if not cv2.imwrite(args.out, r.image):
+        raise System1Error(f"cannot write {args.out}")
+    print(json.dumps({"image": args.out, "shape_boxes": r.shape_boxes, "stroke_boxes": r.stroke_boxes}))
+    return 0

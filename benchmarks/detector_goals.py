@@ -1,0 +1,160 @@
+"""The detector's goals, measured: real shapes and strokes beside the classical baseline, synthetic
+validation, per problem type, and CPU inference time for ResNet-18 and ResNet-50.
+
+    python benchmarks/detector_goals.py --run WORKDIR/runs/quick --data WORKDIR/processed_data/quick_synthetic \
+        [--real ../shared/real-bongard-logo] [--out results/detector_goals.json]
+
+The network runs once per image; the three ways shape boxes meet the ink (model, snap, hybrid; see
+``bongard_system1.predict``) are scored from the same outputs.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from bongard_system1.baseline import ClassicalBaseline
+from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
+from bongard_system1.model import ModelConfig, build_model
+from bongard_system1.predict import Detection, System1, hybrid_shapes, snap_to_ink
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOALS = [("real shapes AP", ("real_shapes", "hybrid", "AP"), 0.99),
+         ("real shapes AP (bd)", ("real_shapes", "hybrid", "per_type", "bd", "AP"), 0.99),
+         ("real strokes AP50", ("real_strokes", "AP50"), 0.90),
+         ("real strokes AP", ("real_strokes", "AP"), 0.70),
+         ("real stroke style accuracy", ("real_strokes", "style_accuracy"), 0.95),
+         ("synthetic AP (all categories)", ("synthetic_all", "AP"), 0.85),
+         ("synthetic AP50 (all categories)", ("synthetic_all", "AP50"), 0.95)]
+
+
+def _get(d, path):
+    for k in path:
+        d = d[k]
+    return d
+
+
+def detect_variants(system, gray):
+    raw = system.detect(gray, score_threshold=0.05)
+    shapes = [d for d in raw if d.category == "shape"]
+    strokes = [d for d in raw if d.category != "shape"]
+    snapped = []
+    for d in shapes:
+        b = snap_to_ink(gray, [d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3]])
+        snapped.append(Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], d.score, "shape"))
+    return {"model": shapes, "snap": snapped, "hybrid": hybrid_shapes(gray, snapped)}, strokes
+
+
+def _as_results(dets, image_id):
+    return [dict(d.to_dict(), image_id=image_id) for d in dets]
+
+
+def score_real(system, real_dir, progress=True):
+    shapes_gt = load_coco(os.path.join(real_dir, "shapes_coco.json"))
+    strokes_gt = load_coco(os.path.join(real_dir, "strokes_coco.json"))
+    base = ClassicalBaseline()
+    variants = {"model": [], "snap": [], "hybrid": []}
+    strokes, baseline = [], []
+    t_model = 0.0
+    for k, im in enumerate(shapes_gt["images"]):
+        gray = cv2.imread(os.path.join(real_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
+        t = time.perf_counter()
+        shape_sets, st = detect_variants(system, gray)
+        t_model += time.perf_counter() - t
+        for name, dets in shape_sets.items():
+            variants[name] += _as_results(dets, im["id"])
+        strokes += _as_results(st, im["id"])
+        baseline += [dict(d, image_id=im["id"]) for d in base.detect(gray)]
+        if progress and k % 100 == 0:
+            print(f"  real image {k}/{len(shapes_gt['images'])}", file=sys.stderr)
+    out = {"real_shapes": {n: coco_metrics(shapes_gt, map_categories(v, shapes_gt)) for n, v in variants.items()},
+           "real_strokes": coco_metrics(strokes_gt, map_categories(strokes, strokes_gt)),
+           "baseline_real_shapes": coco_metrics(shapes_gt, map_categories(baseline, shapes_gt)),
+           "real_ms_per_image": round(1000 * t_model / len(shapes_gt["images"]), 1)}
+    # strokes per problem type are in real_strokes["per_type"]
+    return out
+
+
+def score_synthetic(system, data_dir, max_images=400):
+    gt = combined_gt(data_dir, split="val", max_images=max_images)
+    dets = []
+    for im in gt["images"]:
+        gray = cv2.imread(os.path.join(data_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
+        shape_sets, st = detect_variants(system, gray)
+        dets += _as_results(shape_sets["hybrid"] + st, im["id"])
+    dets = map_categories(dets, gt)
+    all_m = coco_metrics(gt, dets, per_type=False)
+    return {"synthetic_all": all_m}
+
+
+def inference_ms(backbone, image_size, repeats=10):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone=backbone, image_size=image_size)).eval()
+    x = [torch.rand(1, 512, 512)]
+    with torch.inference_mode():
+        for _ in range(2):
+            model(x)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+    return round(1000 * (time.perf_counter() - t) / repeats, 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True, help="training run folder or best.pt")
+    ap.add_argument("--data", required=True, help="the synthetic dataset the model was trained on (val split)")
+    ap.add_argument("--real", default=os.path.join(HERE, "..", "..", "shared", "real-bongard-logo"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--wall-minutes", type=float, default=None, help="pipeline wall time to report")
+    a = ap.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    system = System1.load(a.run, device="cpu", shape_mode="model")
+    res = {"run": os.path.abspath(a.run), "model_config": system.config}
+    res.update(score_real(system, a.real))
+    res.update(score_synthetic(system, a.data))
+    size = system.config["image_size"]
+    res["cpu_inference_ms_512px"] = {f"resnet18@{size}": inference_ms("resnet18", size),
+                                     f"resnet50@{size}": inference_ms("resnet50", size),
+                                     "resnet18@416": inference_ms("resnet18", 416),
+                                     "resnet50@416": inference_ms("resnet50", 416)}
+    res["wall_minutes"] = a.wall_minutes
+    rows = []
+    for label, path, goal in GOALS:
+        v = _get(res, path)
+        v = 0.0 if v is None else float(v)
+        rows.append({"goal": label, "target": goal, "measured": round(v, 4), "met": v >= goal,
+                     "distance": round(v - goal, 4)})
+    res["goals"] = rows
+    print(json.dumps(res["goals"], indent=1))
+    print("\n| | baseline AP | model AP | snap AP | hybrid AP | hybrid AP50 |")
+    print("|---|---|---|---|---|---|")
+    for t in ["all"] + sorted(res["baseline_real_shapes"].get("per_type", {})):
+        def g(m):
+            return m if t == "all" else m["per_type"][t]
+        print(f"| shapes {t} | {g(res['baseline_real_shapes'])['AP']:.3f} | {g(res['real_shapes']['model'])['AP']:.3f} | "
+              f"{g(res['real_shapes']['snap'])['AP']:.3f} | {g(res['real_shapes']['hybrid'])['AP']:.3f} | "
+              f"{g(res['real_shapes']['hybrid'])['AP50']:.3f} |")
+    print("\n| strokes | AP | AP50 | AP75 | style accuracy |\n|---|---|---|---|---|")
+    for t in ["all"] + sorted(res["real_strokes"].get("per_type", {})):
+        m = res["real_strokes"] if t == "all" else res["real_strokes"]["per_type"][t]
+        sa = m.get("style_accuracy")
+        print(f"| {t} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | {'-' if sa is None else f'{sa:.3f}'} |")
+    s = res["synthetic_all"]
+    print(f"\nsynthetic val (all categories): AP {s['AP']:.3f} AP50 {s['AP50']:.3f}; per category "
+          + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
+    print("CPU inference ms per 512 px image:", res["cpu_inference_ms_512px"])
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The classical shape baseline: ink pixels, a 9x9 dilation and connected components, one box per
+component around its original (undilated) ink. No learning; a yardstick for the detector."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+DILATE = 9          # side of the square dilation kernel that joins a shape's strokes
+MIN_INK_PIXELS = 4  # components with fewer ink pixels are dropped as specks
+
+
+def classical_shapes(gray: np.ndarray, *, dilate: int = DILATE, min_pixels: int = MIN_INK_PIXELS) -> list[dict]:
+    """Shape boxes of a black-on-white image (uint8 grayscale; BGR is converted).
+
+    Ink is every pixel darker than 255. The ink is dilated with a ``dilate`` x ``dilate`` square,
+    split into 8-connected components, and each component's box is that of the ink pixels inside
+    it: ``[x, y, w, h]`` with ``w = xmax - xmin + 1``, as the ground truth. Components with fewer
+    than ``min_pixels`` ink pixels are dropped. Score: a constant 1.0 (on the real set, ranking by
+    box area gave AP 0.9887 against 0.9897 for the constant).
+    """
+    gray = np.asarray(gray)
+    if gray.ndim == 3:
+        gray = cv2.cvtColor(gray, cv2.COLOR_BGRA2GRAY if gray.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    if gray.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {gray.shape}")
+    if gray.dtype != np.uint8:
+        gray = np.clip(gray, 0, 255).astype(np.uint8)
+    ink = (gray < 255).astype(np.uint8)
+    ys, xs = np.nonzero(ink)
+    if ys.size == 0:
+        return []
+    grown = cv2.dilate(ink, np.ones((dilate, dilate), np.uint8)) if dilate > 1 else ink
+    n, labels = cv2.connectedComponents(grown, connectivity=8)
+    lab = labels[ys, xs]
+    count = np.bincount(lab, minlength=n)
+    big = np.iinfo(np.int64).max
+    x0 = np.full(n, big, np.int64)
+    y0 = np.full(n, big, np.int64)
+    x1 = np.full(n, -1, np.int64)
+    y1 = np.full(n, -1, np.int64)
+    np.minimum.at(x0, lab, xs)
+    np.minimum.at(y0, lab, ys)
+    np.maximum.at(x1, lab, xs)
+    np.maximum.at(y1, lab, ys)
+    out = []
+    for k in range(1, n):
+        if count[k] < max(1, min_pixels):
+            continue
+        out.append({
+            "bbox": [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)],
+            "score": 1.0,
+            "category": "shape",
+        })
+    return out
+
+
+class ClassicalBaseline:
+    """:func:`classical_shapes` as an object; ``.detect`` (or calling it) can serve as a predict_fn."""
+
+    name = "classical"
+
+    def __init__(self, dilate: int = DILATE, min_pixels: int = MIN_INK_PIXELS):
+        self.dilate = int(dilate)
+        self.min_pixels = int(min_pixels)
+
+    def detect(self, gray: np.ndarray) -> list[dict]:
+        return classical_shapes(gray, dilate=self.dilate, min_pixels=self.min_pixels)
+
+    __call__ = detect
+
+    def __repr__(self) -> str:
+        return f"ClassicalBaseline(dilate={self.dilate}, min_pixels={self.min_pixels})"

@@ -1,0 +1,255 @@
+"""The data stage: write a synthetic Bongard-LOGO dataset with exact COCO shape and stroke boxes.
+
+Layout of ``OUT``::
+
+    images/000000.png ...    grayscale PNGs, black ink on white
+    shapes_coco.json         category shape (1); each annotation has action_program and strokes
+    strokes_coco.json        categories line (1) and arc (2); each annotation has style
+    dataset.json             the manifest: parameters, counts, split, status
+
+Image ``i`` is drawn from its own random stream ``default_rng([seed, i])``, so the output does not
+depend on the number of workers or on interruptions. Work is done in chunks; a chunk is finished
+when its annotation part (``.parts/chunk_NNNNN.json``) is written, after its images. A rerun with
+the same arguments skips finished chunks; other arguments are refused. The train/val split is a
+seeded permutation: ``round(N * val_fraction)`` images get ``"split": "val"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import cv2
+import numpy as np
+
+from ..errors import System1Error
+from ..io_utils import write_json_atomic
+from ..logo.render import render
+from ..logo.sample import sample_image
+
+FORMAT_VERSION = 1
+SHAPE_CATEGORIES = [{"id": 1, "name": "shape", "supercategory": "shape"}]
+STROKE_CATEGORIES = [{"id": 1, "name": "line", "supercategory": "stroke"},
+                     {"id": 2, "name": "arc", "supercategory": "stroke"}]
+STROKE_CATEGORY_ID = {"line": 1, "arc": 2}
+
+
+def dataset_params(num_images, image_size, seed, val_fraction, max_shapes):
+    """The arguments that decide the dataset's content (worker counts are not among them)."""
+    return {"format_version": FORMAT_VERSION, "num_images": int(num_images), "image_size": int(image_size),
+            "seed": int(seed), "val_fraction": float(val_fraction), "max_shapes": int(max_shapes)}
+
+
+def _check_args(num_images, image_size, val_fraction, max_shapes, workers):
+    if int(num_images) <= 0:
+        raise System1Error(f"--num-images must be positive, got {num_images}")
+    if int(image_size) < 32:
+        raise System1Error(f"--image-size must be at least 32, got {image_size}")
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise System1Error(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if int(max_shapes) <= 0:
+        raise System1Error(f"--max-shapes must be positive, got {max_shapes}")
+    if workers is not None and int(workers) <= 0:
+        raise System1Error(f"--workers must be positive, got {workers}")
+
+
+def val_ids(num_images, seed, val_fraction):
+    n_val = int(round(num_images * val_fraction))
+    perm = np.random.default_rng([int(seed), 0x5917]).permutation(num_images)
+    return set(int(i) for i in perm[:n_val])
+
+
+def draw_image(index, seed, image_size, max_shapes):
+    """Sample and render image ``index``; returns the rendering and its shapes."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    shapes, pen = sample_image(rng, max_shapes=max_shapes)
+    return render(shapes, image_size, pen_width=pen), shapes, pen
+
+
+def _image_name(index):
+    return f"images/{index:06d}.png"
+
+
+def _work_chunk(job):
+    out, chunk, start, stop, p = job
+    records = []
+    for i in range(start, stop):
+        rendering, shapes, pen = draw_image(i, p["seed"], p["image_size"], p["max_shapes"])
+        path = os.path.join(out, _image_name(i))
+        ok, buf = cv2.imencode(".png", rendering.image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise System1Error(f"could not encode image {i}")
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+        objs = []
+        for shape, box, sboxes in zip(shapes, rendering.shape_boxes, rendering.stroke_boxes):
+            if box is None:
+                continue
+            objs.append({"bbox": box, "shape_name": shape.name, "action_program": shape.program,
+                         "start_coordinates": [round(v, 4) for v in shape.start],
+                         "start_orientation": round(shape.orientation, 4), "scaling_factor": round(shape.scale, 4),
+                         "strokes": [{"stroke_index": k, "type": a.kind, "style": a.style, "action": str(a), "bbox": b}
+                                     for k, (a, b) in enumerate(zip(shape.actions, sboxes)) if b is not None]})
+        records.append({"index": i, "pen_width": round(pen, 3), "shapes": objs})
+    write_json_atomic(os.path.join(out, ".parts", f"chunk_{chunk:05d}.json"), records)
+    return chunk, stop - start
+
+
+def _chunks(num_images, workers):
+    size = max(16, min(256, math.ceil(num_images / (max(workers, 1) * 4))))
+    return [(c, s, min(s + size, num_images)) for c, s in enumerate(range(0, num_images, size))]
+
+
+def _read_manifest(out):
+    path = os.path.join(out, "dataset.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise System1Error(f"{path} is not valid JSON ({exc}); delete the folder or choose another --out")
+
+
+def _differences(old, new):
+    return ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+
+
+def _assemble(out, params, chunks):
+    vals = val_ids(params["num_images"], params["seed"], params["val_fraction"])
+    size = params["image_size"]
+    images, shape_anns, stroke_anns = [], [], []
+    for chunk, _, _ in chunks:
+        with open(os.path.join(out, ".parts", f"chunk_{chunk:05d}.json")) as f:
+            for rec in json.load(f):
+                i = rec["index"]
+                image_id = i + 1
+                images.append({"id": image_id, "file_name": _image_name(i), "width": size, "height": size,
+                               "split": "val" if i in vals else "train", "num_shapes": len(rec["shapes"]),
+                               "pen_width": rec["pen_width"]})
+                for s_idx, obj in enumerate(rec["shapes"]):
+                    shape_id = len(shape_anns) + 1
+                    strokes = []
+                    for st in obj["strokes"]:
+                        stroke_id = len(stroke_anns) + 1
+                        b = st["bbox"]
+                        stroke_anns.append({"id": stroke_id, "image_id": image_id,
+                                            "category_id": STROKE_CATEGORY_ID[st["type"]], "bbox": b,
+                                            "area": b[2] * b[3], "iscrowd": 0, "style": st["style"],
+                                            "action": st["action"], "shape_ann_id": shape_id,
+                                            "shape_index": s_idx, "stroke_index": st["stroke_index"]})
+                        strokes.append(dict(st, stroke_ann_id=stroke_id))
+                    b = obj["bbox"]
+                    shape_anns.append({"id": shape_id, "image_id": image_id, "category_id": 1, "bbox": b,
+                                       "area": b[2] * b[3], "iscrowd": 0, "shape_name": obj["shape_name"],
+                                       "shape_index": s_idx, "action_program": obj["action_program"],
+                                       "strokes": strokes, "start_coordinates": obj["start_coordinates"],
+                                       "start_orientation": obj["start_orientation"],
+                                       "scaling_factor": obj["scaling_factor"]})
+    info = {"description": "synthetic Bongard-LOGO (bongard-system1)", "params": params}
+    write_json_atomic(os.path.join(out, "shapes_coco.json"),
+                      {"info": info, "categories": SHAPE_CATEGORIES, "images": images, "annotations": shape_anns})
+    write_json_atomic(os.path.join(out, "strokes_coco.json"),
+                      {"info": info, "categories": STROKE_CATEGORIES, "images": images, "annotations": stroke_anns})
+    return len(images), len(shape_anns), len(stroke_anns), len(vals)
+
+
+def validate_dataset(out) -> dict:
+    """Check a finished dataset: both COCO files parse, every image is there and readable, counts match."""
+    counts = {}
+    for name in ("shapes_coco.json", "strokes_coco.json"):
+        path = os.path.join(out, name)
+        try:
+            with open(path) as f:
+                coco = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise System1Error(f"dataset check failed: {path}: {exc}")
+        counts[name] = (len(coco["images"]), len(coco["annotations"]))
+    with open(os.path.join(out, "shapes_coco.json")) as f:
+        images = json.load(f)["images"]
+    manifest = _read_manifest(out) or {}
+    expected = manifest.get("params", {}).get("num_images", len(images))
+    if len(images) != expected:
+        raise System1Error(f"dataset check failed: {len(images)} image records, expected {expected}")
+    for im in images:
+        path = os.path.join(out, im["file_name"])
+        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        if arr is None or arr.shape != (im["height"], im["width"]):
+            raise System1Error(f"dataset check failed: image {path} is missing or unreadable")
+    return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1]}
+
+
+def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_fraction=0.1, max_shapes=3,
+                     progress=True, quiet=False) -> dict:
+    """Generate (or finish, or confirm) a dataset in ``out_dir``; returns its manifest."""
+    _check_args(num_images, image_size, val_fraction, max_shapes, workers)
+    out = os.path.abspath(out_dir)
+    params = dataset_params(num_images, image_size, seed, val_fraction, max_shapes)
+    manifest = _read_manifest(out)
+    if manifest is not None:
+        if manifest.get("params") != params:
+            raise System1Error(f"{out_dir} holds a dataset made with other arguments "
+                               f"({_differences(manifest.get('params', {}), params)}); use another --out or delete it")
+        if manifest.get("status") == "complete":
+            counts = validate_dataset(out)
+            if not quiet:
+                print(f"dataset already complete in {out_dir}: {counts['images']} images, "
+                      f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked)")
+            return manifest
+    elif os.path.isdir(out) and os.listdir(out):
+        raise System1Error(f"{out_dir} exists and is not a dataset folder made by 'system1 generate'; "
+                           "choose an empty or new folder")
+    try:
+        os.makedirs(os.path.join(out, "images"), exist_ok=True)
+        os.makedirs(os.path.join(out, ".parts"), exist_ok=True)
+        if manifest is None:
+            manifest = {"params": params, "status": "in_progress"}
+            write_json_atomic(os.path.join(out, "dataset.json"), manifest)
+    except OSError as exc:
+        raise System1Error(f"cannot write to {out_dir}: {exc.strerror or exc}")
+
+    workers = int(workers or os.cpu_count() or 1)
+    chunks = _chunks(params["num_images"], workers)
+    todo = [c for c in chunks if not os.path.exists(os.path.join(out, ".parts", f"chunk_{c[0]:05d}.json"))]
+    done_images = params["num_images"] - sum(b - a for _, a, b in todo)
+    if todo:
+        from tqdm import tqdm
+        bar = tqdm(total=params["num_images"], initial=done_images, unit="img", desc="generate",
+                   disable=not progress, file=sys.stderr)
+        jobs = [(out, c, a, b, params) for c, a, b in todo]
+        try:
+            if workers == 1 or len(jobs) == 1:
+                for job in jobs:
+                    bar.update(_work_chunk(job)[1])
+            else:
+                with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                    for _, n in pool.map(_work_chunk, jobs):
+                        bar.update(n)
+        except OSError as exc:
+            raise System1Error(f"writing the dataset failed ({exc.strerror or exc}); "
+                               "finished images are kept: run the same command again to resume")
+        finally:
+            bar.close()
+    n_img, n_shapes, n_strokes, n_val = _assemble(out, params, chunks)
+    counts = validate_dataset(out)
+    manifest = {"params": params, "status": "complete", "num_images": n_img, "num_train": n_img - n_val,
+                "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,
+                "split": "seeded permutation: the first round(N*val_fraction) image indices are 'val'"}
+    write_json_atomic(os.path.join(out, "dataset.json"), manifest)
+    shutil.rmtree(os.path.join(out, ".parts"), ignore_errors=True)
+    if not quiet:
+        print(f"dataset complete in {out_dir}: {counts['images']} images ({n_img - n_val} train, {n_val} val), "
+              f"{counts['shapes']} shapes, {counts['strokes']} strokes; all images checked")
+    return manifest
+
+
+def cli_generate(args):
+    generate_dataset(args.out, args.num_images, args.image_size, seed=args.seed, workers=args.workers,
+                     val_fraction=args.val_fraction, max_shapes=args.max_shapes, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,91 @@
+"""One pipeline run per work directory: an flock-based file lock plus a side file naming the holder.
+
+The lock lives at ``WORKDIR/checkpoints/.pipeline.lock``; the holder writes its pid (and start time)
+to ``.pipeline.lock.pid``. The kernel releases an flock when its process dies, so a SIGKILLed run
+never leaves a stale lock; the side file only names the holder while the lock is held.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import filelock
+
+from ..errors import System1Error
+
+LOCK_NAME = ".pipeline.lock"
+PID_NAME = ".pipeline.lock.pid"
+
+
+class PipelineLock:
+    """Non-blocking exclusive lock on a work directory; use as a context manager."""
+
+    def __init__(self, workdir):
+        self.workdir = Path(workdir).resolve()
+        self.dir = self.workdir / "checkpoints"
+        self.lock_path = self.dir / LOCK_NAME
+        self.pid_path = self.dir / PID_NAME
+        self._lock: filelock.BaseFileLock | None = None
+
+    def holder(self) -> str:
+        """The holder's pid (and start time) as written in the side file, or ``unknown``."""
+        try:
+            text = self.pid_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return "pid unknown"
+        return text or "pid unknown"
+
+    def acquire(self) -> "PipelineLock":
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise System1Error(f"cannot write to work directory {self.workdir}: {exc.strerror or exc}") from None
+        lock = filelock.FileLock(str(self.lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise System1Error(f"another pipeline run holds the lock on {self.workdir} ({self.holder()}); "
+                               "wait for it to finish or stop that process") from None
+        except OSError as exc:
+            raise System1Error(f"cannot lock work directory {self.workdir}: {exc.strerror or exc}") from None
+        self._lock = lock
+        try:
+            self.pid_path.write_text(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
+                                     encoding="utf-8")
+        except OSError:
+            pass
+        return self
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        try:
+            self.pid_path.unlink()
+        except OSError:
+            pass
+        try:
+            self._lock.release()
+        finally:
+            self._lock = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True when another process holds the lock now (a quick try-and-release; creates nothing new)."""
+        if not self.lock_path.exists():
+            return False
+        lock = filelock.FileLock(str(self.lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            return True
+        except OSError:
+            return False
+        lock.release()
+        return False
+
+    def __enter__(self) -> "PipelineLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

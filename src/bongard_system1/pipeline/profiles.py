@@ -1,0 +1,117 @@
+"""Pipeline profiles (smoke, quick, standard, professional), flag overrides and the Phase 1 targets.
+
+A profile is a flat dict of settings. :func:`resolve_settings` applies command-line overrides on
+top (any flag wins over the profile) and :func:`stage_configs` splits the result into the three
+stage configs whose hashes decide whether a stage must run again. Only keys that change a
+stage's result go into its config: worker counts, devices, progress bars and log settings do not.
+
+Standard library only: ``--status`` and ``--help`` import this module.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import System1Error
+
+DEFAULT_PROFILE = "quick"
+
+
+def _loader_workers(low: int, high: int) -> int:
+    """Loader workers for big profiles: ``low`` to ``high``, never more than the cores minus one."""
+    cores = os.cpu_count() or 1
+    return max(0, min(high, max(low, cores - 2), cores - 1))
+
+
+PROFILES: dict[str, dict] = {
+    # A few dozen tiny images and 2 epochs: the whole pipeline in well under a minute on CPU (tests).
+    "smoke": {
+        "dataset_size": 24, "image_size": 128, "val_fraction": 0.25, "max_shapes": 2,
+        "backbone": "resnet18", "categories": "all", "epochs": 2, "batch_size": 4,
+        "lr": None, "time_budget": None,
+        "real_max_images": 8, "workers": 0,
+    },
+    # The CPU recipe: a useful model in at most 60 minutes on 2 cores (values to be tuned).
+    "quick": {
+        "dataset_size": 4000, "image_size": 320, "val_fraction": 0.1, "max_shapes": 3,
+        "backbone": "resnet18", "categories": "all", "epochs": 5, "batch_size": 8,
+        "lr": None, "time_budget": 48.0,
+        "real_max_images": None, "workers": None,
+    },
+    "standard": {
+        "dataset_size": 5000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
+        "backbone": "resnet18", "categories": "all", "epochs": 25, "batch_size": 8,
+        "lr": None, "time_budget": None,
+        "real_max_images": None, "workers": None,
+    },
+    # 10,000 images at 416x416, ResNet-50, 50 epochs, 4 to 6 loader workers. OneCycleLR, SWA (the
+    # last quarter of the epochs) and mixed precision on GPU are the trainer's own behaviour.
+    "professional": {
+        "dataset_size": 10000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
+        "backbone": "resnet50", "categories": "all", "epochs": 50, "batch_size": 8,
+        "lr": None, "time_budget": None,
+        "real_max_images": None, "workers": _loader_workers(4, 6),
+    },
+}
+
+# Settings a command-line flag may override (flag dest -> settings key).
+OVERRIDABLE = ("dataset_size", "image_size", "val_fraction", "max_shapes", "backbone", "categories",
+               "epochs", "batch_size", "lr", "time_budget", "seed", "real_max_images", "workers",
+               "device")
+
+# Settings shared by every profile unless overridden.
+COMMON = {"seed": 0, "device": "auto"}
+
+# Keys of each stage's config (the ones that change its result).
+DATA_KEYS = ("dataset_size", "image_size", "seed", "val_fraction", "max_shapes")
+TRAIN_KEYS = ("backbone", "categories", "epochs", "batch_size", "image_size", "seed", "lr", "time_budget")
+EVAL_KEYS = ("categories", "real_data", "real_data_sha256", "real_max_images")
+
+# Phase 1 targets: (key in the summary, label, threshold).
+TARGETS = (
+    ("synthetic_AP", "synthetic AP@[.5:.95]", 0.85),
+    ("synthetic_AP50", "synthetic AP50", 0.95),
+    ("real_AP50", "real AP50", 0.70),
+)
+
+
+def profile_names() -> tuple[str, ...]:
+    return tuple(PROFILES)
+
+
+def resolve_settings(profile: str, overrides: dict | None = None) -> dict:
+    """The profile's settings with ``overrides`` (values that are not None) applied on top."""
+    if profile not in PROFILES:
+        raise System1Error(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    settings = dict(COMMON)
+    settings.update(PROFILES[profile])
+    settings["profile"] = profile
+    for key, value in (overrides or {}).items():
+        if key not in OVERRIDABLE:
+            raise System1Error(f"unknown setting {key!r}")
+        if value is not None:
+            settings[key] = value
+    for key in ("dataset_size", "image_size", "epochs", "batch_size", "max_shapes"):
+        if not isinstance(settings[key], int) or settings[key] <= 0:
+            raise System1Error(f"{key} must be a positive integer, got {settings[key]!r}")
+    if settings.get("real_max_images") is not None and settings["real_max_images"] <= 0:
+        raise System1Error(f"real_max_images must be positive, got {settings['real_max_images']!r}")
+    if not 0.0 < float(settings["val_fraction"]) < 1.0:
+        raise System1Error(f"val_fraction must be in (0, 1), got {settings['val_fraction']!r}")
+    if settings["time_budget"] is not None and settings["time_budget"] <= 0:
+        raise System1Error(f"time_budget must be positive minutes, got {settings['time_budget']!r}")
+    return settings
+
+
+def data_config(settings: dict) -> dict:
+    return {k: settings[k] for k in DATA_KEYS}
+
+
+def train_config(settings: dict) -> dict:
+    return {k: settings[k] for k in TRAIN_KEYS}
+
+
+def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> dict:
+    cfg = {"categories": settings["categories"], "real_data": real_data, "real_data_sha256": real_sha,
+           "real_max_images": settings.get("real_max_images") if real_data else None}
+    return cfg

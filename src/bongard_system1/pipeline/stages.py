@@ -1,0 +1,747 @@
+"""The three pipeline stages (data, training, evaluation), the run that chains them, status and reset.
+
+Layout of a work directory::
+
+    checkpoints/   data_generation.json, training.json, evaluation.json, .pipeline.lock
+    processed_data/<profile>_synthetic/   the generated dataset (images/, shapes_coco.json, ...)
+    processed_data/real_subset/            the real images a profile evaluates on, when it caps them
+    runs/<profile>/                        the trainer's run folder (last.pt, best.pt, ...)
+    results/   system1_training_results.json, or professional_training_results_<time>.json
+    logs/      <profile>_training.log (professional_training.log), validate_phase1.log
+
+Each stage asks :class:`CheckpointManager` whether it must run. A stage that runs again makes every
+stage downstream run again. Forced runs, config changes and invalid outputs build into a staging
+sibling (``<name>.new``) that replaces the old folder only once complete, so the old outputs stay
+until the new ones exist; an interrupted run resumes where it stopped (the generator and the
+trainer are both resumable), in the folder its record names.
+
+Target rule: the synthetic targets (AP@[.5:.95] >= 0.85, AP50 >= 0.95) use the mean over the
+synthetic validation sets evaluated (shapes and strokes, each reported too); the real target
+(AP50 >= 0.70) likewise uses the mean over the real sets (the real ``shapes_coco.json`` and, when
+it sits beside it, ``strokes_coco.json``). A real set that is missing counts as not met.
+
+Module level imports the standard library only; torch and the package's heavy modules are
+imported inside the functions that run a stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import System1Error
+from . import profiles
+from .lock import PipelineLock
+from ..io_utils import sha256_file, write_json_atomic
+from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, library_versions, now_text, rel
+
+DEFAULT_REAL_DATA = "../shared/real-bongard-logo/shapes_coco.json"
+OWNED_DIRS = ("checkpoints", "processed_data", "runs", "results", "logs")
+RESUME_PREFIXES = ("previous run interrupted", "previous run failed")
+
+
+# ---------------------------------------------------------------------------------------------
+# options, logging, helpers
+
+
+@dataclass
+class RunOptions:
+    """Everything one pipeline run needs; built by the CLI or by tests."""
+
+    workdir: Path
+    settings: dict
+    real_data: str | None = None          # absolute path of the real shapes COCO file, or None
+    force_from: str | None = None         # "data", "training" or "evaluation": redo from there on
+    checkpoint: bool = True               # False: --no-checkpoint
+    progress: bool = True
+    overrides: dict = field(default_factory=dict)   # the flags given, for the records
+    log_name: str | None = None
+
+
+class Reporter:
+    """Prints a line and appends it, timestamped, to the run's log file."""
+
+    def __init__(self, log_path: Path | None):
+        self.log_path = log_path
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, text: str = "", err: bool = False) -> None:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(f"{now_text()}  {text}\n")
+
+
+def resolve_real_data(value: str | None) -> str | None:
+    """The real set's shapes COCO file: ``value``, or the default when it exists; ``none`` disables."""
+    if value is not None:
+        if value.lower() in ("none", "off", ""):
+            return None
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise System1Error(f"real data file not found: {value}")
+        return str(path.resolve())
+    path = Path(DEFAULT_REAL_DATA)
+    return str(path.resolve()) if path.is_file() else None
+
+
+def real_data_sha(real_data: str | None) -> str | None:
+    """sha256 over the real shapes file and the strokes file beside it (if any)."""
+    if not real_data:
+        return None
+    h = hashlib.sha256()
+    for path in real_files(real_data).values():
+        h.update(sha256_file(path).encode())
+    return h.hexdigest()
+
+
+def real_files(real_data: str) -> dict:
+    """``{"real_shapes": path, "real_strokes": path}`` (strokes only when beside the shapes file)."""
+    shapes = Path(real_data)
+    out = {"real_shapes": shapes}
+    strokes = shapes.with_name("strokes_coco.json")
+    if strokes.is_file() and strokes.resolve() != shapes.resolve():
+        out["real_strokes"] = strokes
+    return out
+
+
+def data_dir(workdir: Path, profile: str, checkpoint: bool = True) -> Path:
+    return workdir / "processed_data" / (f"{profile}_synthetic" + ("" if checkpoint else "_unrecorded"))
+
+
+def run_dir(workdir: Path, profile: str, checkpoint: bool = True) -> Path:
+    return workdir / "runs" / (profile + ("" if checkpoint else "_unrecorded"))
+
+
+def _staging(target: Path) -> Path:
+    return target.with_name(target.name + ".new")
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by the complete ``staging`` folder (old one removed only afterwards)."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        _rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old.exists():
+        _rmtree(old)
+
+
+def _check_writable(workdir: Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".system1_write_probe_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise System1Error(f"cannot write to work directory {workdir}: {exc.strerror or exc}") from None
+
+
+def _choose_build_dir(decision: Decision, target: Path, workdir: Path) -> tuple[Path, bool]:
+    """``(folder to build in, fresh)``: resume in place or in the recorded staging folder after an
+    interruption; build fresh in a staging sibling when forced, when the config or the upstream
+    changed, or when outputs are bad (old outputs stay until the new ones are complete)."""
+    rec = decision.record or {}
+    if decision.reason.startswith(RESUME_PREFIXES):
+        staged = rec.get("staging_dir")
+        if staged and (workdir / staged).is_dir():
+            return workdir / staged, False
+        return target, False
+    if decision.reason == "no record" and not target.exists():
+        return target, True
+    return _staging(target), True
+
+
+# ---------------------------------------------------------------------------------------------
+# the stages
+
+
+class _Context:
+    def __init__(self, opts: RunOptions, log: Reporter):
+        self.opts = opts
+        self.workdir = Path(opts.workdir).resolve()
+        self.settings = opts.settings
+        self.profile = opts.settings["profile"]
+        self.mgr = CheckpointManager(self.workdir, enabled=opts.checkpoint)
+        self.log = log
+        self.stage_seconds: dict[str, float] = {}
+        self.actions: dict[str, dict] = {}
+        self.run_settings = {"profile": self.profile, "overrides": opts.overrides, "real_data": opts.real_data}
+
+    def forced(self, stage: str) -> bool:
+        f = self.opts.force_from
+        return f is not None and STAGES.index(stage) >= STAGES.index(f)
+
+    def announce(self, stage: str, decision: Decision) -> None:
+        if decision.warning:
+            self.log(f"warning: {decision.warning}", err=True)
+        if decision.run:
+            self.log(f"[{stage}] running: {decision.reason}")
+        self.actions[stage] = {"ran": decision.run, "reason": decision.reason}
+
+
+def stage_data(ctx: _Context) -> tuple[dict, bool]:
+    """Generate the synthetic dataset unless a valid record for the same config exists."""
+    s = ctx.settings
+    cfg = profiles.data_config(s)
+    decision = ctx.mgr.decide("data", cfg, None, force=ctx.forced("data"))
+    ctx.announce("data", decision)
+    if not decision.run:
+        rec = decision.record
+        ctx.log(f"[data] skipped: {rec['validation']['num_images']} images at {rec['config']['image_size']} px, "
+                f"complete since {rec['finished']} ({rel(ctx.mgr.abs(rec['outputs']['dir']), ctx.workdir)})")
+        ctx.stage_seconds["data"] = 0.0
+        return rec, False
+
+    target = data_dir(ctx.workdir, ctx.profile, ctx.opts.checkpoint)
+    if ctx.opts.checkpoint:
+        build, fresh = _choose_build_dir(decision, target, ctx.workdir)
+    else:   # --no-checkpoint: nothing is trusted, everything is redone
+        build, fresh = target, True
+        if target.exists():
+            _rmtree(target)
+    if fresh and build != target and build.exists():
+        _rmtree(build)
+    rec = ctx.mgr.start("data", cfg, None, decision.reason, {
+        "profile": ctx.profile, "run_settings": ctx.run_settings,
+        "staging_dir": rel(build, ctx.workdir) if build != target else None,
+        "outputs": {"dir": rel(target, ctx.workdir)}})
+    t0 = time.time()
+    try:
+        from ..data.generate import generate_dataset   # lazy: numpy, cv2
+
+        workers = s.get("workers")
+        manifest = generate_dataset(str(build), num_images=s["dataset_size"], image_size=s["image_size"],
+                                    seed=s["seed"], workers=(workers or None) if workers != 0 else 1,
+                                    val_fraction=s["val_fraction"], max_shapes=s["max_shapes"],
+                                    progress=ctx.opts.progress)
+        counts = _dataset_counts(build, manifest, s["dataset_size"])
+        if build != target:
+            swap_in(build, target)
+        outputs = {"dir": rel(target, ctx.workdir)}
+        shas = []
+        for key, name in (("shapes_coco", "shapes_coco.json"), ("strokes_coco", "strokes_coco.json"),
+                          ("manifest", "dataset.json")):
+            outputs[key] = file_facts(target / name, ctx.workdir)
+            shas.append(outputs[key]["sha256"])
+        rec.update(outputs=outputs, validation=counts, staging_dir=None,
+                   dataset_hash=hashlib.sha256("".join(shas).encode()).hexdigest(),
+                   metrics={"num_images": counts["num_images"], "num_train": counts["num_train"],
+                            "num_val": counts["num_val"]})
+    except BaseException as exc:
+        ctx.mgr.fail("data", rec, _error_text(exc), time.time() - t0)
+        raise
+    seconds = time.time() - t0
+    ctx.mgr.finish("data", rec, seconds)
+    ctx.stage_seconds["data"] = round(seconds, 2)
+    ctx.log(f"[data] complete: {counts['num_images']} images ({counts['num_train']} train, {counts['num_val']} val) "
+            f"at {s['image_size']} px in {seconds:.1f} s -> {rel(target, ctx.workdir)}")
+    return rec, True
+
+
+def _dataset_counts(folder: Path, manifest: dict, expected: int) -> dict:
+    """Counts that the data record validates against; raises if the generator wrote too few."""
+    counts = {}
+    for key, name in (("shapes", "shapes_coco.json"), ("strokes", "strokes_coco.json")):
+        path = folder / name
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise System1Error(f"dataset generation left an unreadable {path.name}: {exc}") from None
+        counts[f"{key}_images"] = len(doc.get("images", []))
+        counts[f"{key}_annotations"] = len(doc.get("annotations", []))
+        if key == "shapes":
+            splits = [im.get("split") for im in doc.get("images", [])]
+            counts["num_train"] = sum(1 for sp in splits if sp == "train")
+            counts["num_val"] = sum(1 for sp in splits if sp == "val")
+    counts["num_images"] = counts["shapes_images"]
+    counts["png_files"] = count_pngs(folder / "images")
+    if counts["num_images"] != expected or counts["png_files"] != expected or counts["strokes_images"] != expected:
+        raise System1Error(f"dataset generation wrote {counts['png_files']} images and {counts['num_images']} image "
+                           f"records, {expected} expected")
+    if manifest and manifest.get("num_images") not in (None, expected):
+        raise System1Error(f"dataset manifest says {manifest.get('num_images')} images, {expected} expected")
+    return counts
+
+
+def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict, bool]:
+    """Train the detector on the dataset unless a valid record for the same config and data exists."""
+    s = ctx.settings
+    cfg = profiles.train_config(s)
+    decision = ctx.mgr.decide("training", cfg, data_rec.get("dataset_hash"), force=ctx.forced("training"),
+                              upstream_ran=data_ran)
+    ctx.announce("training", decision)
+    if not decision.run:
+        rec = decision.record
+        ctx.log(f"[training] skipped: {rec['config']['backbone']}, {len(rec['metrics'].get('history', []))} epochs, "
+                f"best AP {_fmt(rec['metrics'].get('best_metric'))}, complete since {rec['finished']}")
+        ctx.stage_seconds["training"] = 0.0
+        return rec, False
+
+    target = run_dir(ctx.workdir, ctx.profile, ctx.opts.checkpoint)
+    if ctx.opts.checkpoint:
+        build, fresh = _choose_build_dir(decision, target, ctx.workdir)
+    else:
+        build, fresh = target, True
+    if fresh and build != target and build.exists():
+        _rmtree(build)
+    resume = not fresh and (build / "last.pt").exists()
+    if resume:
+        ctx.log(f"[training] resuming from {rel(build / 'last.pt', ctx.workdir)}")
+    rec = ctx.mgr.start("training", cfg, data_rec.get("dataset_hash"), decision.reason, {
+        "profile": ctx.profile, "run_settings": ctx.run_settings, "resumed": resume,
+        "staging_dir": rel(build, ctx.workdir) if build != target else None,
+        "outputs": {"run_dir": rel(target, ctx.workdir)}})
+    t0 = time.time()
+    try:
+        from ..train import train_detector   # lazy: torch
+
+        kwargs = dict(backbone=s["backbone"], categories=s["categories"], epochs=s["epochs"],
+                      batch_size=s["batch_size"], image_size=s["image_size"], device=s["device"],
+                      workers=s.get("workers"), seed=s["seed"], lr=s["lr"], time_budget=s["time_budget"],
+                      restart=not ctx.opts.checkpoint, progress=ctx.opts.progress)
+        result = train_detector(str(ctx.mgr.abs(data_rec["outputs"]["dir"])), str(build), **kwargs)
+        best = Path(result["best_checkpoint"])
+        last = Path(result["last_checkpoint"]) if result.get("last_checkpoint") else None
+        if not best.is_file():
+            raise System1Error(f"training finished without a best checkpoint at {best}")
+        if build != target:
+            swap_in(build, target)
+            best = _moved(best, build, target)
+            last = _moved(last, build, target) if last else None
+        outputs = {"run_dir": rel(target, ctx.workdir), "best_checkpoint": file_facts(best, ctx.workdir)}
+        if last and last.is_file():
+            outputs["last_checkpoint"] = file_facts(last, ctx.workdir, with_sha=False)
+        history = _jsonable(result.get("history") or [])
+        rec.update(outputs=outputs, staging_dir=None,
+                   validation={"epochs_completed": len(history), "device": result.get("device")},
+                   metrics={"best_metric": result.get("best_metric"), "val_metrics": _jsonable(result.get("val_metrics")),
+                            "history": history, "device": result.get("device"),
+                            "train_seconds": result.get("seconds")})
+    except BaseException as exc:
+        ctx.mgr.fail("training", rec, _error_text(exc), time.time() - t0)
+        raise
+    seconds = time.time() - t0
+    ctx.mgr.finish("training", rec, seconds)
+    ctx.stage_seconds["training"] = round(seconds, 2)
+    ctx.log(f"[training] complete: {s['backbone']}, {len(history)} epochs, best AP "
+            f"{_fmt(result.get('best_metric'))} in {seconds:.1f} s -> {outputs['best_checkpoint']['path']}")
+    return rec, True
+
+
+def _moved(path: Path, old_root: Path, new_root: Path) -> Path:
+    try:
+        return new_root / Path(path).resolve().relative_to(old_root.resolve())
+    except ValueError:
+        return Path(path)
+
+
+def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: bool) -> tuple[dict, bool]:
+    """COCO metrics of the best checkpoint on the synthetic val split and on the real set."""
+    s = ctx.settings
+    real = ctx.opts.real_data
+    cfg = profiles.eval_config(s, real, real_data_sha(real))
+    model_facts = train_rec["outputs"]["best_checkpoint"]
+    decision = ctx.mgr.decide("evaluation", cfg, model_facts["sha256"], force=ctx.forced("evaluation"),
+                              upstream_ran=train_ran)
+    ctx.announce("evaluation", decision)
+    if not decision.run:
+        rec = decision.record
+        ctx.log(f"[evaluation] skipped: {_eval_facts(rec)}, complete since {rec['finished']}")
+        ctx.stage_seconds["evaluation"] = 0.0
+        return rec, False
+
+    rec = ctx.mgr.start("evaluation", cfg, model_facts["sha256"], decision.reason, {
+        "profile": ctx.profile, "run_settings": ctx.run_settings, "outputs": {"model": model_facts}})
+    t0 = time.time()
+    try:
+        from ..evaluate import evaluate_model   # lazy: torch
+
+        model_path = str(ctx.mgr.abs(model_facts["path"]))
+        sets = _eval_sets(ctx, data_rec, real, s)
+        detector = _load_detector(model_path, s["device"])
+        metrics = {}
+        for name, (coco, root, count) in sets.items():
+            ctx.log(f"[evaluation] {name}: {count if count is not None else 'all'} images")
+            kwargs = {"detector": detector} if detector is not None else {}
+            m = evaluate_model(model_path, str(coco), images_root=str(root), device=s["device"],
+                               progress=ctx.opts.progress, **kwargs)
+            metrics[name] = _jsonable(m)
+            ctx.log(f"[evaluation] {name}: AP {_fmt(m.get('AP'))}, AP50 {_fmt(m.get('AP50'))}")
+        summary = summarize(metrics)
+        rec.update(metrics={"sets": metrics, "summary": summary, "targets": target_status(summary)},
+                   validation={name: {"images": count} for name, (_, _, count) in sets.items()})
+    except BaseException as exc:
+        ctx.mgr.fail("evaluation", rec, _error_text(exc), time.time() - t0)
+        raise
+    seconds = time.time() - t0
+    ctx.mgr.finish("evaluation", rec, seconds)
+    ctx.stage_seconds["evaluation"] = round(seconds, 2)
+    ctx.log(f"[evaluation] complete in {seconds:.1f} s: {_eval_facts(rec)}")
+    return rec, True
+
+
+def _load_detector(model_path: str, device: str):
+    """The model loaded once for every set (None: let ``evaluate_model`` load it each time)."""
+    try:
+        from ..predict import System1
+    except ImportError:
+        return None
+    return System1.load(model_path, device=device)
+
+
+def _eval_sets(ctx: _Context, data_rec: dict, real: str | None, s: dict) -> dict:
+    """``{name: (coco file, images root, image count)}`` for every set to evaluate."""
+    want = {"all": ("shapes", "strokes"), "shapes": ("shapes",), "strokes": ("strokes",)}[s["categories"]]
+    ddir = ctx.mgr.abs(data_rec["outputs"]["dir"])
+    sets = {}
+    for kind in want:
+        sets[f"synthetic_{kind}"] = (ddir / f"{kind}_coco.json", ddir, data_rec["validation"].get("num_val"))
+    if real:
+        cap = s.get("real_max_images")
+        sub_dir = ctx.workdir / "processed_data" / "real_subset"
+        for name, path in real_files(real).items():
+            if name.split("_")[1] not in want:
+                continue
+            root = Path(path).parent
+            if cap:
+                coco, count = _subset_coco(path, sub_dir / path.name, cap)
+            else:
+                coco, count = path, None
+            sets[name] = (coco, root, count)
+    return sets
+
+
+def _subset_coco(src: Path, dst: Path, cap: int) -> tuple[Path, int]:
+    """Write the first of every k-th image (``cap`` images spread over the file) with their annotations."""
+    with open(src, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    images = sorted(doc["images"], key=lambda im: im["id"])
+    step = max(1, len(images) // cap)
+    keep = images[::step][:cap]
+    ids = {im["id"] for im in keep}
+    out = dict(doc)
+    out["images"] = keep
+    out["annotations"] = [a for a in doc.get("annotations", []) if a["image_id"] in ids]
+    write_json_atomic(dst, out)
+    return dst, len(keep)
+
+
+def summarize(metrics: dict) -> dict:
+    """Mean AP / AP50 over the synthetic sets and over the real sets (None when there are none)."""
+    def mean(names, key):
+        vals = [metrics[n].get(key) for n in names if isinstance(metrics[n].get(key), (int, float))]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    syn = [n for n in metrics if n.startswith("synthetic_")]
+    real = [n for n in metrics if n.startswith("real_")]
+    return {"synthetic_AP": mean(syn, "AP"), "synthetic_AP50": mean(syn, "AP50"),
+            "real_AP": mean(real, "AP"), "real_AP50": mean(real, "AP50"),
+            "synthetic_sets": syn, "real_sets": real}
+
+
+def target_status(summary: dict) -> list[dict]:
+    """One row per Phase 1 target; a missing value is not met."""
+    rows = []
+    for key, label, threshold in profiles.TARGETS:
+        value = summary.get(key)
+        rows.append({"key": key, "target": label, "threshold": threshold, "value": value,
+                     "met": value is not None and value >= threshold})
+    return rows
+
+
+def _eval_facts(rec: dict) -> str:
+    summ = rec.get("metrics", {}).get("summary", {})
+    text = f"synthetic AP {_fmt(summ.get('synthetic_AP'))} / AP50 {_fmt(summ.get('synthetic_AP50'))}"
+    if summ.get("real_AP50") is not None:
+        n = [v.get("images") for k, v in rec.get("validation", {}).items() if k.startswith("real_")]
+        cap = f" on {n[0]} images" if n and n[0] else ""
+        text += f", real AP50 {_fmt(summ.get('real_AP50'))}{cap}"
+    else:
+        text += ", no real set"
+    return text
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, System1Error) else str(exc)
+
+
+def _jsonable(obj):
+    """Numbers from numpy/torch become plain Python numbers; anything else odd becomes a string."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item"):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole run
+
+
+def run_pipeline(opts: RunOptions) -> dict:
+    """Run data, training and evaluation, skipping what is done; write and return the results."""
+    workdir = Path(opts.workdir).resolve()
+    opts.workdir = workdir
+    _check_writable(workdir)
+    profile = opts.settings["profile"]
+    with PipelineLock(workdir):
+        log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training.log"))
+        log(f"System 1 pipeline: profile {profile}, work directory {workdir}"
+            + ("" if opts.checkpoint else " (no checkpoint records)"))
+        if opts.real_data is None:
+            log("note: no real set (give --real-data FILE); the real target will count as not met")
+        ctx = _Context(opts, log)
+        t0 = time.time()
+        data_rec, data_ran = stage_data(ctx)
+        train_rec, train_ran = stage_training(ctx, data_rec, data_ran)
+        eval_rec, _ = stage_evaluation(ctx, data_rec, train_rec, train_ran)
+        results = build_results(ctx, data_rec, train_rec, eval_rec, time.time() - t0)
+        path = results_path(workdir, profile)
+        write_json_atomic(path, results)
+        ran = [s for s in STAGES if ctx.actions.get(s, {}).get("ran")]
+        log(f"done in {time.time() - t0:.1f} s: " + (f"ran {', '.join(ran)}" if ran else "every stage was up to date")
+            + f"; results in {rel(path, workdir)}")
+        results["results_file"] = str(path)
+        return results
+
+
+def results_path(workdir: Path, profile: str) -> Path:
+    if profile == "professional":
+        return workdir / "results" / f"professional_training_results_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    return workdir / "results" / "system1_training_results.json"
+
+
+def peak_memory() -> dict:
+    """Peak resident memory of this process and its children (MiB), and of the GPU when torch used one."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    out = {"process_rss_mib": round(own, 1), "children_rss_mib": round(kids, 1), "gpu_mib": None}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                out["gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+        except Exception:  # noqa: BLE001 - memory facts are best effort
+            pass
+    return out
+
+
+def build_results(ctx: _Context, data_rec: dict, train_rec: dict, eval_rec: dict, seconds: float) -> dict:
+    tm = train_rec.get("metrics", {})
+    em = eval_rec.get("metrics", {})
+    return {
+        "profile": ctx.profile,
+        "workdir": str(ctx.workdir),
+        "finished": now_text(),
+        "settings": ctx.settings,
+        "real_data": ctx.opts.real_data,
+        "stages": {stage: {**ctx.actions.get(stage, {}), "seconds_this_run": ctx.stage_seconds.get(stage),
+                           "seconds_when_built": rec.get("seconds"), "finished": rec.get("finished"),
+                           "config_hash": rec.get("config_hash")}
+                   for stage, rec in zip(STAGES, (data_rec, train_rec, eval_rec))},
+        "dataset": data_rec.get("validation"),
+        "training": {"history": tm.get("history"), "best_metric": tm.get("best_metric"),
+                     "val_metrics": tm.get("val_metrics"),
+                     "best_checkpoint": train_rec.get("outputs", {}).get("best_checkpoint", {}).get("path")},
+        "evaluation": em.get("sets"),
+        "summary": em.get("summary"),
+        "targets": em.get("targets"),
+        "wall_seconds": round(seconds, 2),
+        "peak_memory": peak_memory(),
+        "device": tm.get("device"),
+        "versions": library_versions(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# status and reset (cheap: no torch)
+
+
+def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
+    best = None
+    for stage in STAGES:
+        rec, _ = mgr.read(stage)
+        if rec and rec.get("run_settings") and (best is None or rec.get("started", "") >= best[0]):
+            best = (rec.get("started", ""), rec["run_settings"])
+    return best[1] if best else None
+
+
+def pipeline_status(workdir, settings: dict | None = None, real_data: str | None = None,
+                    explicit: bool = False) -> tuple[list[str], bool]:
+    """Lines describing each stage (✅/❌, timestamp, key facts, why it would run again) and whether
+    every stage is up to date. Cheap checks only (sizes, times, counts; no hashing of big files).
+
+    With ``explicit`` False the stages are compared with the last run's own settings."""
+    workdir = Path(workdir).resolve()
+    mgr = CheckpointManager(workdir)
+    lock = PipelineLock(workdir)
+    busy = lock.is_held_elsewhere()
+    lines = [f"System 1 pipeline status: {workdir}"]
+    if busy:
+        lines.append(f"a run is in progress ({lock.holder()})")
+    if not explicit:
+        last = _latest_run_settings(mgr)
+        if last:
+            settings = profiles.resolve_settings(last["profile"], last.get("overrides") or {})
+            real_data = last.get("real_data")
+            flags = " ".join(f"--{k} {v}" for k, v in (last.get("overrides") or {}).items() if v is not None)
+            lines.append(f"compared with the last run's settings: --profile {last['profile']}" + (f" {flags}" if flags else ""))
+        else:
+            settings = profiles.resolve_settings(profiles.DEFAULT_PROFILE)
+            lines.append(f"no run recorded yet; compared with the default profile ({profiles.DEFAULT_PROFILE})")
+    else:
+        lines.append(f"compared with: --profile {settings['profile']}")
+    configs = {"data": profiles.data_config(settings), "training": profiles.train_config(settings)}
+    try:
+        configs["evaluation"] = profiles.eval_config(settings, real_data, real_data_sha(real_data))
+    except OSError:
+        configs["evaluation"] = profiles.eval_config(settings, real_data, "unreadable")
+    upstream_would_run = False
+    upstream_hash = None
+    all_ok = True
+    for stage in STAGES:
+        d = mgr.decide(stage, configs[stage], upstream_hash, upstream_ran=upstream_would_run, deep=False)
+        rec = d.record
+        if d.warning:
+            lines.append(f"   warning: {d.warning}")
+        reason = d.reason
+        if d.run and upstream_would_run and reason not in ("no record",) and not reason.startswith("config changed"):
+            reason = "upstream changed (an earlier stage will run)"
+        if busy and reason == "previous run interrupted":
+            reason = "running now"
+        mark = "❌" if d.run else "✅"
+        when = (rec or {}).get("finished") or (rec or {}).get("started") or "-"
+        facts = _stage_facts(stage, rec) if rec else "no record"
+        lines.append(f"{mark} {stage:<11} {when:<19}  {facts}")
+        lines.append(f"   {'would run again: ' + reason if d.run else 'up to date'}")
+        all_ok &= not d.run
+        upstream_would_run = upstream_would_run or d.run
+        if stage == "data":
+            upstream_hash = (rec or {}).get("dataset_hash")
+        elif stage == "training":
+            upstream_hash = ((rec or {}).get("outputs", {}).get("best_checkpoint") or {}).get("sha256")
+    return lines, all_ok
+
+
+def _stage_facts(stage: str, rec: dict) -> str:
+    status = rec.get("status")
+    prefix = "" if status == "complete" else f"[{status}] "
+    try:
+        if stage == "data":
+            v, c = rec.get("validation") or {}, rec.get("config", {})
+            if not v:
+                return prefix + f"{c.get('dataset_size')} images at {c.get('image_size')} px (not finished)"
+            return prefix + (f"{v.get('num_images')} images at {c.get('image_size')} px ({v.get('num_train')} train, "
+                             f"{v.get('num_val')} val) in {rec['outputs']['dir']}, config {rec.get('config_hash', '')[:8]}")
+        if stage == "training":
+            c, m = rec.get("config", {}), rec.get("metrics", {})
+            if not m:
+                return prefix + f"{c.get('backbone')}, {c.get('epochs')} epochs (not finished)"
+            best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
+            return prefix + (f"{c.get('backbone')}, {len(m.get('history') or [])}/{c.get('epochs')} epochs, "
+                             f"batch {c.get('batch_size')}, {c.get('image_size')} px, best AP "
+                             f"{_fmt(m.get('best_metric'))} ({best})")
+        if stage == "evaluation":
+            if not rec.get("metrics"):
+                return prefix + "(not finished)"
+            return prefix + _eval_facts(rec)
+    except (KeyError, TypeError, AttributeError):
+        return prefix + "(record incomplete)"
+    return prefix
+
+
+def reset_stage(workdir, stage: str) -> list[str]:
+    """Delete the records and outputs of ``stage`` and everything downstream (``all``: the whole
+    pipeline layout). Returns the deleted paths, relative to the work directory."""
+    workdir = Path(workdir).resolve()
+    if stage != "all" and stage not in STAGES:
+        raise System1Error(f"unknown stage {stage!r}; choose data, training, evaluation or all")
+    if not workdir.is_dir():
+        raise System1Error(f"work directory not found: {workdir}")
+    mgr = CheckpointManager(workdir)
+    deleted: list[str] = []
+
+    def remove(path: Path) -> None:
+        if path.exists() or path.is_symlink():
+            is_dir = path.is_dir() and not path.is_symlink()
+            _rmtree(path)
+            deleted.append(rel(path, workdir) + ("/" if is_dir else ""))
+
+    first = 0 if stage == "all" else STAGES.index(stage)
+    had_records = mgr.dir.is_dir() and any(not p.name.startswith(".pipeline.lock") for p in mgr.dir.iterdir())
+    with PipelineLock(workdir):
+        for name in STAGES[first:]:
+            rec, _ = mgr.read(name)
+            if name == "data":
+                if rec and rec.get("outputs", {}).get("dir"):
+                    remove(mgr.abs(rec["outputs"]["dir"]))
+                pdir = workdir / "processed_data"
+                if pdir.is_dir():
+                    for child in sorted(pdir.iterdir()):
+                        if "_synthetic" in child.name:
+                            remove(child)
+            elif name == "training":
+                if rec and rec.get("outputs", {}).get("run_dir"):
+                    remove(mgr.abs(rec["outputs"]["run_dir"]))
+                remove(workdir / "runs")
+            elif name == "evaluation":
+                remove(workdir / "processed_data" / "real_subset")
+            path = mgr.path(name)
+            if path.exists():
+                path.unlink()
+                deleted.append(rel(path, workdir))
+        pdir = workdir / "processed_data"
+        if pdir.is_dir() and not any(pdir.iterdir()):
+            pdir.rmdir()
+        if stage == "all":
+            for name in ("results", "logs", "processed_data"):
+                remove(workdir / name)
+            for child in sorted(mgr.dir.iterdir()) if mgr.dir.is_dir() else []:
+                if not child.name.startswith(".pipeline.lock"):
+                    remove(child)
+    if stage == "all" and mgr.dir.is_dir():
+        # the lock's own files last, once released (a run starting just now recreates them)
+        for name in (".pipeline.lock.pid", ".pipeline.lock"):
+            try:
+                (mgr.dir / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            mgr.dir.rmdir()
+            if had_records:
+                deleted.append("checkpoints/")
+        except OSError:
+            pass
+    return deleted

@@ -1,0 +1,239 @@
+"""Inference: load a trained System 1 model, detect shapes and strokes, write COCO results and overlays.
+
+``System1.load(path).detect(image)`` returns :class:`Detection` objects in the image's own pixels.
+After the network, stroke detections of one type (line or arc) are merged across styles (the
+style is the best-scoring class). Shape boxes then meet the ink (``shape_mode``):
+
+* ``model``: the network's boxes as they are;
+* ``snap``: each edge moves to the outermost ink within a few pixels of it, never further;
+* ``hybrid`` (default): the ink's connected components (see :mod:`baseline`) give exact boxes
+  wherever the network agrees that a component is one shape; where the network sees two or more
+  shapes inside one component (shapes that touch or cross), its own snapped boxes are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .boxes import fraction_inside, iou_xywh
+from .errors import System1Error
+
+CHECKPOINT_FORMAT = "bongard-system1/1"
+
+
+@dataclass
+class Detection:
+    bbox: list            # [x, y, w, h] in the image's pixels
+    score: float
+    category: str         # shape, line or arc
+    style: str | None = None
+
+    def to_dict(self):
+        d = asdict(self)
+        if d["style"] is None:
+            d.pop("style")
+        return d
+
+
+def as_gray(image) -> np.ndarray:
+    """A path, a gray array or a BGR/RGB array -> a 2-D uint8 array."""
+    if isinstance(image, (str, os.PathLike)):
+        arr = cv2.imread(os.fspath(image), cv2.IMREAD_GRAYSCALE)
+        if arr is None:
+            raise System1Error(f"image {image} is missing or unreadable")
+        return arr
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(arr[..., :3].astype(np.uint8), cv2.COLOR_BGR2GRAY)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    return arr
+
+
+def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
+    """Move each edge of a box to the outermost ink pixel within ``margin`` pixels of it."""
+    h, w = gray.shape
+    x0, y0, x1, y1 = box_xyxy
+    ox0, oy0 = max(int(np.floor(x0)) - margin, 0), max(int(np.floor(y0)) - margin, 0)
+    ox1, oy1 = min(int(np.ceil(x1)) + margin, w), min(int(np.ceil(y1)) + margin, h)
+    ix0, iy0 = min(int(np.ceil(x0)) + margin, w), min(int(np.ceil(y0)) + margin, h)
+    ix1, iy1 = max(int(np.floor(x1)) - margin, 0), max(int(np.floor(y1)) - margin, 0)
+    if ox1 <= ox0 or oy1 <= oy0:
+        return box_xyxy
+    ink = gray[oy0:oy1, ox0:ox1] < 255
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return box_xyxy
+    nx0, nx1 = ox0 + cols[0], ox0 + cols[-1] + 1
+    ny0, ny1 = oy0 + rows[0], oy0 + rows[-1] + 1
+    # never shrink past the inner band: the ink there decides nothing about the edge
+    nx0, ny0 = min(nx0, max(ix0, ox0)), min(ny0, max(iy0, oy0))
+    nx1, ny1 = max(nx1, min(ix1, ox1)), max(ny1, min(iy1, oy1))
+    return [float(nx0), float(ny0), float(nx1), float(ny1)]
+
+
+SHAPE_MODES = ("hybrid", "snap", "model")
+
+
+def hybrid_shapes(gray, model_shapes, confident=0.3, same=0.8):
+    """Shape boxes from ink components where the network agrees, from the network where shapes touch."""
+    from .baseline import classical_shapes
+    comps = [c["bbox"] for c in classical_shapes(gray)]
+    out, used = [], set()
+    for c in comps:
+        inside = [(k, d) for k, d in enumerate(model_shapes) if d.score >= confident and fraction_inside(d.bbox, c) >= 0.85]
+        parts = []          # distinct confident shapes clearly smaller than the component
+        for k, d in sorted(inside, key=lambda kd: -kd[1].score):
+            if iou_xywh(d.bbox, c) < same and all(iou_xywh(d.bbox, p.bbox) < 0.5 for _, p in parts):
+                parts.append((k, d))
+        matched = [d.score for d in model_shapes if iou_xywh(d.bbox, c) >= 0.5]
+        if len(parts) >= 2:
+            out.extend(d for _, d in parts)
+            used.update(k for k, _ in parts)
+            out.append(Detection(list(map(float, c)), 0.5 * max(matched, default=0.1), "shape"))
+        else:
+            out.append(Detection(list(map(float, c)), max(matched, default=0.1), "shape"))
+        used.update(k for k, d in enumerate(model_shapes) if iou_xywh(d.bbox, c) >= 0.5)
+    # what the network saw that no component explains keeps a lowered score
+    out.extend(Detection(d.bbox, d.score * 0.5, "shape") for k, d in enumerate(model_shapes) if k not in used)
+    return out
+
+
+def resolve_model_path(path) -> str:
+    if os.path.isdir(path):
+        cand = os.path.join(path, "best.pt")
+        if not os.path.exists(cand):
+            raise System1Error(f"{path} has no best.pt (is it a finished training run folder?)")
+        return cand
+    if not os.path.exists(path):
+        raise System1Error(f"model {path} not found")
+    return path
+
+
+class System1:
+    """A trained detector ready for inference."""
+
+    def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid"):
+        if shape_mode not in SHAPE_MODES:
+            raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
+        self.model = model.eval()
+        self.config = model_config
+        self.names = names
+        self.device = device
+        self.shape_mode = shape_mode
+
+    @classmethod
+    def load(cls, path, device="auto", shape_mode="hybrid") -> "System1":
+        from .train import load_checkpoint_model, resolve_device
+        dev = resolve_device(device)
+        model, ckpt = load_checkpoint_model(resolve_model_path(path))
+        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode)
+
+    def detect(self, image, score_threshold=0.05) -> list[Detection]:
+        return self.detect_batch([image], score_threshold)[0]
+
+    def detect_batch(self, images, score_threshold=0.05) -> list[list[Detection]]:
+        import torch
+        grays = [as_gray(im) for im in images]
+        xs = [torch.from_numpy(g).float().div_(255.0)[None].to(self.device) for g in grays]
+        with torch.inference_mode():
+            outs = self.model(xs)
+        return [self._postprocess(g, o, score_threshold) for g, o in zip(grays, outs)]
+
+    def _postprocess(self, gray, out, score_threshold):
+        import torch
+        from torchvision.ops import batched_nms
+        boxes, scores, labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
+        keep = scores >= score_threshold
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        names = [self.names[int(l) - 1] for l in labels]
+        cats = [n.split("/")[0] for n in names]
+        group = torch.tensor([{"shape": 0, "line": 1, "arc": 2}[c] for c in cats], dtype=torch.int64)
+        if len(boxes):
+            keep = batched_nms(boxes, scores, group, 0.7)
+        else:
+            keep = torch.zeros(0, dtype=torch.int64)
+        dets, shapes = [], []
+        for i in keep.tolist():
+            b = boxes[i].tolist()
+            if cats[i] == "shape" and self.shape_mode != "model":
+                b = snap_to_ink(gray, b)
+            style = names[i].split("/")[1] if "/" in names[i] else None
+            d = Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], float(scores[i]), cats[i], style)
+            (shapes if cats[i] == "shape" else dets).append(d)
+        if self.shape_mode == "hybrid":
+            shapes = hybrid_shapes(gray, shapes)
+        return shapes + dets
+
+
+def draw_overlay(gray, detections, path):
+    img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    colours = {"shape": (0, 160, 0), "line": (200, 80, 0), "arc": (0, 0, 220)}
+    for d in detections:
+        if d.score < 0.3:
+            continue
+        x, y, w, h = [int(round(v)) for v in d.bbox]
+        cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colours[d.category], 1)
+        label = d.category if d.style is None else f"{d.category}/{d.style}"
+        cv2.putText(img, f"{label} {d.score:.2f}", (x, max(y - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
+                    colours[d.category], 1, cv2.LINE_AA)
+    cv2.imwrite(path, img)
+
+
+def _image_list(args):
+    if args.coco:
+        from .evaluate import load_coco
+        coco = load_coco(args.coco)
+        root = args.images_root or os.path.dirname(os.path.abspath(args.coco))
+        cats = {c["name"]: c["id"] for c in coco["categories"]}
+        return [(im["id"], im["file_name"], os.path.join(root, im["file_name"])) for im in coco["images"]], cats
+    if not os.path.isdir(args.images):
+        raise System1Error(f"--images {args.images} is not a folder")
+    files = sorted(f for f in os.listdir(args.images) if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+    if not files:
+        raise System1Error(f"no images in {args.images}")
+    return [(None, f, os.path.join(args.images, f)) for f in files], None
+
+
+def cli_predict(args):
+    from tqdm import tqdm
+    from .io_utils import write_json_atomic
+    if args.model == "baseline":
+        from .baseline import ClassicalBaseline
+        detector = ClassicalBaseline()
+    else:
+        detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode)
+    items, cats = _image_list(args)
+    if args.overlay_dir:
+        os.makedirs(args.overlay_dir, exist_ok=True)
+    results = []
+    for image_id, name, path in tqdm(items, unit="img", desc="predict"):
+        gray = as_gray(path)
+        dets = detector.detect(gray)
+        dets = [d if isinstance(d, Detection) else Detection(**d) for d in dets]
+        for d in dets:
+            if d.score < args.score_threshold:
+                continue
+            r = {"bbox": [round(v, 2) for v in d.bbox], "score": round(d.score, 5), "category": d.category}
+            if d.style:
+                r["style"] = d.style
+            if cats is not None:
+                if d.category not in cats:
+                    continue
+                r["image_id"] = image_id
+                r["category_id"] = cats[d.category]
+            else:
+                r["file_name"] = name
+            results.append(r)
+        if args.overlay_dir:
+            draw_overlay(gray, dets, os.path.join(args.overlay_dir, os.path.splitext(os.path.basename(name))[0]
+                                                  + "_overlay.png"))
+    write_json_atomic(args.out, results, indent=None)
+    print(f"wrote {len(results)} detections for {len(items)} images to {args.out}")
+    return 0

@@ -1,0 +1,434 @@
+"""Training: OneCycleLR, SWA with a detector-safe BatchNorm refresh, AMP on CUDA, and kill-safe resume.
+
+A run folder holds ``config.json``, ``last.pt`` (everything needed to resume, written atomically
+after every epoch, the previous copy kept as ``last.prev.pt`` until the new one is whole),
+``best.pt`` (the best model by validation AP, weights only), ``metrics.csv`` (one row per epoch,
+rewritten from the checkpoint's history so a resumed run never duplicates rows) and
+``training_curves.png``. Running the same command again resumes from the last finished epoch and
+ends where an uninterrupted run ends: samples and augmentations are seeded per epoch and index.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .errors import System1Error
+from .io_utils import write_json_atomic
+from .model import ModelConfig, build_model, class_names, model_state
+from .predict import CHECKPOINT_FORMAT, System1
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str
+    backbone: str = "resnet18"
+    categories: str = "all"
+    epochs: int = 12
+    batch_size: int = 8
+    image_size: int = 320
+    seed: int = 0
+    lr: float | None = None
+    weight_decay: float = 0.05
+    swa_fraction: float = 0.25
+    grad_clip: float = 10.0
+    val_images: int = 200
+    amp: bool = True
+    # not part of the result: excluded from the hash
+    device: str = "auto"
+    workers: int | None = None
+    time_budget: float | None = None
+    dataset_signature: dict = field(default_factory=dict)
+
+    NON_RESULT_KEYS = ("device", "workers", "data_dir")
+
+    def peak_lr(self):
+        return self.lr if self.lr is not None else 2e-3 * math.sqrt(self.batch_size / 8)
+
+    def result_dict(self):
+        d = asdict(self)
+        for k in self.NON_RESULT_KEYS:
+            d.pop(k, None)
+        return d
+
+    def hash(self):
+        return hashlib.sha256(json.dumps(self.result_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_device(device="auto"):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise System1Error("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+# ---------------------------------------------------------------- checkpoints
+def _atomic_torch_save(obj, path, keep_previous=None):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if keep_previous and os.path.exists(path):
+        os.replace(path, keep_previous)
+    os.replace(tmp, path)
+
+
+def _try_load(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+
+
+def load_checkpoint_model(path):
+    """Load a checkpoint (best.pt or last.pt) into a freshly built model; weights_only loading."""
+    ckpt = _try_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
+        raise System1Error(f"{path} is not a readable bongard-system1 checkpoint (truncated or corrupt?)")
+    cfg = ModelConfig(**ckpt["model_config"])
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise System1Error(f"{path} does not fit the model it describes: {str(exc).splitlines()[0]}")
+    return model, ckpt
+
+
+def _read_resume_state(run_dir):
+    """The newest whole last.pt (falling back to last.prev.pt), or None; says when it fell back."""
+    last, prev = os.path.join(run_dir, "last.pt"), os.path.join(run_dir, "last.prev.pt")
+    if os.path.exists(last):
+        state = _try_load(last)
+        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+            return state
+        print(f"warning: {last} is truncated or corrupt; using the previous checkpoint", file=sys.stderr)
+    if os.path.exists(prev):
+        state = _try_load(prev)
+        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+            return state
+        print(f"warning: {prev} is unreadable too; starting over", file=sys.stderr)
+    return None
+
+
+# ---------------------------------------------------------------- BatchNorm refresh for SWA
+@torch.no_grad()
+def refresh_batchnorm(model, loader, device, max_batches=50):
+    """Recompute BatchNorm running statistics of a detector (update_bn needs a plain forward(x))."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = {}
+    for bn in bns:
+        bn.reset_running_stats()
+        momenta[bn] = bn.momentum
+        bn.momentum = None          # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    for i, (images, targets) in enumerate(loader):
+        if i >= max_batches:
+            break
+        images = [im.to(device) for im in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        model(images, targets)      # detectors in train mode want targets; the losses are ignored
+    for bn in bns:
+        bn.momentum = momenta[bn]
+    model.train(was_training)
+
+
+# ---------------------------------------------------------------- validation
+def validation_metrics(model, names, model_cfg, data_dir, device, max_images=200, progress=False):
+    """COCO metrics on the dataset's val split: shapes, strokes and all categories together."""
+    from .data.dataset import read_gray
+    from .evaluate import coco_metrics, combined_gt
+    gt = combined_gt(data_dir, split="val", max_images=max_images)
+    system = System1(model, model_cfg, names, device)
+    dets = []
+    ims = gt["images"]
+    for k in range(0, len(ims), 8):
+        batch = ims[k:k + 8]
+        grays = [read_gray(os.path.join(data_dir, im["file_name"])) for im in batch]
+        for im, ds in zip(batch, system.detect_batch(grays)):
+            for d in ds:
+                dets.append({"image_id": im["id"], "category": d.category, "bbox": d.bbox, "score": d.score,
+                             "style": d.style})
+    cat_id = {c["name"]: c["id"] for c in gt["categories"]}
+    dets = [dict(d, category_id=cat_id[d["category"]]) for d in dets if d["category"] in cat_id]
+    return coco_metrics(gt, dets, per_type=False)
+
+
+# ---------------------------------------------------------------- outputs
+CSV_FIELDS = ["epoch", "loss", "loss_classification", "loss_bbox_regression", "loss_bbox_ctrness", "lr",
+              "val_AP", "val_AP50", "val_AP75", "val_style_accuracy", "swa", "seconds"]
+
+
+def write_metrics_csv(history, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for row in history:
+            w.writerow(row)
+    os.replace(tmp, path)
+
+
+def plot_curves(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key in ("loss", "loss_classification", "loss_bbox_regression", "loss_bbox_ctrness"):
+        ax[0].plot(ep, [h.get(key, float("nan")) for h in history], label=key)
+    ax[0].set_title("training loss"); ax[0].set_xlabel("epoch"); ax[0].legend(fontsize=7)
+    ax[1].plot(ep, [h["val_AP"] for h in history], label="AP@[.5:.95]")
+    ax[1].plot(ep, [h["val_AP50"] for h in history], label="AP50")
+    ax[1].set_title("validation (synthetic, all categories)"); ax[1].set_xlabel("epoch"); ax[1].legend(fontsize=7)
+    ax[1].set_ylim(0, 1)
+    ax[2].plot(ep, [h["lr"] for h in history]); ax[2].set_title("learning rate"); ax[2].set_xlabel("epoch")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _config_diff(old: dict, new: dict):
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _dataset_signature(data_dir):
+    path = os.path.join(data_dir, "dataset.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            m = json.load(f)
+        return {"params": m.get("params"), "num_images": m.get("num_images")}
+    from .io_utils import sha256_file
+    return {"shapes_sha256": sha256_file(os.path.join(data_dir, "shapes_coco.json"))}
+
+
+def _epochs_within_budget(model, dataset, cfg, dev, steps_per_epoch, minutes, progress):
+    """How many epochs (at most ``cfg.epochs``) fit in ``minutes``, timed on a throwaway copy of the model."""
+    import copy
+    from .data.dataset import collate
+    probe = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
+    idx = list(range(min(len(dataset), cfg.batch_size)))
+    images, targets = collate([dataset[i] for i in idx])
+    images = [im.to(dev) for im in images]
+    targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        loss = sum(probe(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    step = sum(times[1:]) / 3 * len(idx) / cfg.batch_size
+    per_epoch = steps_per_epoch * step * 1.1 + min(cfg.val_images, 200) * step / cfg.batch_size * 0.6
+    fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
+    epochs = min(cfg.epochs, fit)
+    if progress:
+        print(f"time budget {minutes:g} min: about {per_epoch / 60:.1f} min an epoch here, so {epochs} of "
+              f"{cfg.epochs} epochs", file=sys.stderr)
+    del probe, opt
+    return epochs
+
+
+# ---------------------------------------------------------------- the loop
+def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
+                   image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
+                   restart=False, progress=True, val_images=200) -> dict:
+    """Train (or resume, or confirm finished) a detector in ``out_dir``; returns a summary dict."""
+    from tqdm import tqdm
+    from torch.optim.swa_utils import SWALR, AveragedModel
+    from .data.dataset import DetectionDataset, collate
+
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("image_size", image_size)):
+        if int(v) <= 0:
+            raise System1Error(f"{name} must be positive, got {v}")
+    if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
+        raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
+    dev = resolve_device(device)
+    cfg = TrainConfig(data_dir=os.path.abspath(data_dir), backbone=backbone, categories=categories,
+                      epochs=int(epochs), batch_size=int(batch_size), image_size=int(image_size), seed=int(seed),
+                      lr=lr, device=dev, workers=workers, time_budget=time_budget, val_images=int(val_images),
+                      dataset_signature=_dataset_signature(data_dir))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise System1Error(f"cannot create run folder {out_dir}: {exc.strerror or exc}")
+
+    state = None if restart else _read_resume_state(out_dir)
+    if state is not None and state["config_hash"] != cfg.hash():
+        diff = _config_diff(state["config"], cfg.result_dict())
+        raise System1Error(f"{out_dir} holds a run with another config ({'; '.join(diff)}); "
+                           "pass --restart to start over or use another --out")
+    if restart:
+        for f in ("last.pt", "last.prev.pt", "best.pt", "metrics.csv"):
+            p = os.path.join(out_dir, f)
+            if os.path.exists(p):
+                os.remove(p)
+    write_json_atomic(os.path.join(out_dir, "config.json"), dict(cfg.result_dict(), config_hash=cfg.hash(),
+                                                                 device=dev, data_dir=cfg.data_dir))
+
+    torch.manual_seed(cfg.seed)
+    if dev == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    mcfg = ModelConfig(backbone=backbone, categories=categories, image_size=cfg.image_size)
+    names = class_names(categories)
+    model = build_model(mcfg).to(dev)
+    train_set = DetectionDataset(data_dir, cfg.image_size, categories, split="train", augment=True, seed=cfg.seed)
+    if len(train_set) == 0:
+        raise System1Error(f"{data_dir} has no training images")
+    n_workers = workers if workers is not None else (0 if dev == "cpu" else min(6, os.cpu_count() or 1))
+    gen = torch.Generator()
+    loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True
+                                         if len(train_set) >= cfg.batch_size else False, collate_fn=collate,
+                                         num_workers=n_workers, generator=gen, pin_memory=dev == "cuda",
+                                         persistent_workers=False)
+    steps_per_epoch = max(1, len(loader))
+    if state is not None:
+        epochs = int(state.get("planned_epochs", cfg.epochs))
+    elif time_budget:
+        epochs = _epochs_within_budget(model, train_set, cfg, dev, steps_per_epoch, time_budget, progress)
+    else:
+        epochs = cfg.epochs
+    swa_epochs = int(round(epochs * cfg.swa_fraction)) if epochs >= 4 else 0
+    main_epochs = epochs - swa_epochs
+    peak = cfg.peak_lr()
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=main_epochs * steps_per_epoch,
+                                                pct_start=0.2, div_factor=20.0, final_div_factor=50.0)
+    swa_model = AveragedModel(model) if swa_epochs else None
+    swa_every = max(1, steps_per_epoch // 4)    # SWA averages a few snapshots per epoch
+    swa_sched = SWALR(opt, swa_lr=peak * 0.05, anneal_epochs=1) if swa_epochs else None
+    use_amp = cfg.amp and dev == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_epoch, history, best = 0, [], -1.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if swa_model is not None and state.get("swa_model") is not None:
+            swa_model.load_state_dict(state["swa_model"])
+            swa_sched.load_state_dict(state["swa_scheduler"])
+        torch.set_rng_state(state["rng_torch"])
+        if dev == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu())
+        start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best_metric"])
+        if progress:
+            print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}", file=sys.stderr)
+
+    def checkpoint(epoch):
+        _atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": cfg.result_dict(), "config_hash": cfg.hash(),
+            "model_config": mcfg.to_dict(), "class_names": names, "model": model_state(model),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "swa_model": swa_model.state_dict() if swa_model is not None else None,
+            "swa_scheduler": swa_sched.state_dict() if swa_sched is not None else None,
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if dev == "cuda" else None,
+            "history": history, "best_metric": best, "planned_epochs": epochs,
+        }, os.path.join(out_dir, "last.pt"), keep_previous=os.path.join(out_dir, "last.prev.pt"))
+
+    def save_best(weights_model, metrics, epoch, is_swa):
+        _atomic_torch_save({"format": CHECKPOINT_FORMAT, "model_config": mcfg.to_dict(), "class_names": names,
+                            "model": model_state(weights_model), "epoch": epoch, "swa": is_swa,
+                            "val_metrics": json.dumps(metrics), "config_hash": cfg.hash()},
+                           os.path.join(out_dir, "best.pt"))
+
+    t_run = time.time()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.time()
+        in_swa = epoch >= main_epochs
+        train_set.set_epoch(epoch)
+        gen.manual_seed(cfg.seed * 1000003 + epoch)
+        model.train()
+        sums, n = {}, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress,
+                   file=sys.stderr, leave=False)
+        for images, targets in bar:
+            images = [im.to(dev, non_blocking=True) for im in images]
+            targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+                losses = model(images, targets)
+                loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise System1Error(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); try a lower --lr")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if not in_swa:
+                sched.step()
+            elif n % swa_every == swa_every - 1:
+                swa_model.update_parameters(model)
+            for k, v in losses.items():
+                sums["loss_" + k] = sums.get("loss_" + k, 0.0) + float(v.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            n += 1
+            bar.set_postfix(loss=f"{sums['loss'] / n:.3f}")
+        bar.close()
+        lr_now = opt.param_groups[0]["lr"]
+        if in_swa:
+            swa_model.update_parameters(model)
+            swa_sched.step()
+        # evaluate the SWA average at the end of the SWA phase, otherwise the current model
+        eval_model, is_swa = model, False
+        if in_swa and epoch == epochs - 1:
+            eval_model, is_swa = swa_model.module, True
+            refresh_batchnorm(eval_model, loader, dev)
+        metrics = validation_metrics(eval_model, names, mcfg.to_dict(), data_dir, dev, cfg.val_images)
+        row = {"epoch": epoch + 1, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}, "lr": lr_now,
+               "val_AP": metrics["AP"], "val_AP50": metrics["AP50"], "val_AP75": metrics["AP75"],
+               "val_style_accuracy": metrics.get("style_accuracy"), "swa": is_swa,
+               "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        if metrics["AP"] > best:
+            best = metrics["AP"]
+            save_best(eval_model, metrics, epoch + 1, is_swa)
+        checkpoint(epoch + 1)
+        write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
+        plot_curves(history, os.path.join(out_dir, "training_curves.png"))
+        if True:   # one log line per epoch, progress bar or not
+            print(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
+                  f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s", file=sys.stderr)
+    if not os.path.exists(os.path.join(out_dir, "best.pt")):
+        raise System1Error(f"{out_dir}: training finished without a best.pt")
+    best_ckpt = _try_load(os.path.join(out_dir, "best.pt")) or {}
+    return {"best_checkpoint": os.path.join(out_dir, "best.pt"), "last_checkpoint": os.path.join(out_dir, "last.pt"),
+            "history": history, "best_metric": best, "val_metrics": json.loads(best_ckpt.get("val_metrics", "{}")),
+            "device": dev, "seconds": round(time.time() - t_run, 1), "config_hash": cfg.hash(),
+            "epochs_done": len(history), "planned_epochs": epochs}
+
+
+def cli_train(args):
+    res = train_detector(args.data, args.out, backbone=args.backbone, categories=args.categories,
+                         epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+                         device=args.device, workers=args.workers, seed=args.seed, lr=args.lr,
+                         time_budget=args.time_budget, restart=args.restart, progress=not args.no_progress)
+    vm = res["val_metrics"]
+    print(f"done: best val AP {res['best_metric']:.3f} (AP50 {vm.get('AP50', 0):.3f}); "
+          f"best model {res['best_checkpoint']}")
+    return 0

@@ -1,0 +1,152 @@
+"""The data stage: determinism across worker counts, resume after SIGKILL, validation and bad input."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from bongard_system1.data.generate import generate_dataset
+from bongard_system1.errors import System1Error
+
+from .conftest import run_cli
+
+
+def tree_digest(folder):
+    """sha256 of every file (name and bytes) under a dataset folder."""
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(folder)):
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            h.update(os.path.relpath(p, folder).encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def test_generate_writes_coco_files_like_the_real_set(tmp_path):
+    out = tmp_path / "ds"
+    m = generate_dataset(out, 30, 128, seed=1, workers=1, val_fraction=0.2, progress=False)
+    assert m["status"] == "complete" and m["num_images"] == 30 and m["num_val"] == 6
+    shapes = json.loads((out / "shapes_coco.json").read_text())
+    strokes = json.loads((out / "strokes_coco.json").read_text())
+    assert shapes["categories"] == [{"id": 1, "name": "shape", "supercategory": "shape"}]
+    assert [c["name"] for c in strokes["categories"]] == ["line", "arc"]
+    assert sum(im["split"] == "val" for im in shapes["images"]) == 6
+    a = shapes["annotations"][0]
+    assert {"action_program", "strokes", "bbox", "start_coordinates", "scaling_factor"} <= set(a)
+    assert {"style", "action", "shape_ann_id"} <= set(strokes["annotations"][0])
+    # stroke annotations are the shapes' strokes
+    assert len(strokes["annotations"]) == sum(len(a["strokes"]) for a in shapes["annotations"])
+    # every box is tight on the saved image
+    for im in shapes["images"]:
+        img = cv2.imread(str(out / im["file_name"]), cv2.IMREAD_GRAYSCALE)
+        assert img.shape == (128, 128)
+        ink = img < 255
+        covered = np.zeros_like(ink)
+        for s in (s for s in shapes["annotations"] if s["image_id"] == im["id"]):
+            x, y, w, h = s["bbox"]
+            sub = ink[y:y + h, x:x + w]
+            assert sub[0].any() and sub[-1].any() and sub[:, 0].any() and sub[:, -1].any()
+            covered[y:y + h, x:x + w] = True
+        assert not (ink & ~covered).any()
+    assert not (out / ".parts").exists()
+
+
+def test_same_arguments_give_identical_bytes_whatever_the_workers(tmp_path):
+    generate_dataset(tmp_path / "w1", 120, 96, seed=4, workers=1, progress=False)
+    generate_dataset(tmp_path / "w2", 120, 96, seed=4, workers=2, progress=False)
+    assert tree_digest(tmp_path / "w1") == tree_digest(tmp_path / "w2")
+    generate_dataset(tmp_path / "s5", 120, 96, seed=5, workers=2, progress=False)
+    assert tree_digest(tmp_path / "w1") != tree_digest(tmp_path / "s5")
+
+
+def test_rerun_of_a_finished_dataset_checks_it_and_does_nothing(tmp_path):
+    out = tmp_path / "ds"
+    generate_dataset(out, 20, 96, seed=2, workers=1, progress=False)
+    before = tree_digest(out)
+    proc = run_cli("generate", "--out", out, "--num-images", 20, "--image-size", 96, "--seed", 2, "--no-progress")
+    assert proc.returncode == 0 and "already complete" in proc.stdout
+    assert tree_digest(out) == before
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    args = ["--num-images", 2400, "--image-size", 160, "--seed", 9, "--workers", 2, "--no-progress"]
+    ref = tmp_path / "ref"
+    run_cli("generate", "--out", ref, *args, check=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bongard_system1", "generate", "--out", str(out), *map(str, args)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out / ".parts"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (parts.exists() and len(list(parts.glob("chunk_*.json"))) >= 1):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(parts.glob("chunk_*.json")))
+    assert 1 <= done < 10, "the kill should land mid-run"
+    assert not (out / "shapes_coco.json").exists()
+    proc = run_cli("generate", "--out", out, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert tree_digest(out) == tree_digest(ref)
+
+
+@pytest.mark.parametrize("flag,value", [("--num-images", 0), ("--num-images", -3), ("--image-size", 0),
+                                        ("--image-size", -5), ("--workers", 0), ("--val-fraction", 1.5)])
+def test_bad_numbers_give_one_error_line(tmp_path, flag, value):
+    args = {"--num-images": 5, "--image-size": 64}
+    args[flag] = value
+    flat = [str(x) for kv in args.items() for x in kv]
+    proc = run_cli("generate", "--out", tmp_path / "x", *flat)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) <= 3 and "error" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_other_arguments_on_an_existing_dataset_are_refused_and_nothing_is_lost(tmp_path):
+    out = tmp_path / "ds"
+    generate_dataset(out, 20, 96, seed=2, workers=1, progress=False)
+    before = tree_digest(out)
+    proc = run_cli("generate", "--out", out, "--num-images", 40, "--image-size", 96, "--seed", 2)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "num_images 20 -> 40" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert tree_digest(out) == before
+
+
+def test_a_foreign_folder_is_refused(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(System1Error, match="not a dataset folder"):
+        generate_dataset(tmp_path, 5, 64, progress=False)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    proc = run_cli("generate", "--out", ro / "ds", "--num-images", 5, "--image-size", 64)
+    assert proc.returncode == 2 and "cannot write" in proc.stderr
+
+
+def test_unwritable_output_path_even_as_root(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("generate", "--out", blocker / "ds", "--num-images", 5, "--image-size", 64)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_preview_draws_a_grid(tmp_path):
+    generate_dataset(tmp_path / "ds", 6, 96, seed=1, workers=1, progress=False)
+    proc = run_cli("preview", "--data", tmp_path / "ds", "--out", tmp_path / "grid.png", "--strokes")
+    assert proc.returncode == 0, proc.stderr
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid.shape[0] >= 256 and (grid[..., 1] > grid[..., 0] + 80).any()   # green shape boxes

@@ -1,0 +1,100 @@
+"""The LOGO action language and the renderer, checked against real Bongard-LOGO images."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bongard_system1.errors import System1Error
+from bongard_system1.logo import Action, PlacedShape, format_action, parse_action, parse_program
+from bongard_system1.logo.fidelity import fidelity_report
+from bongard_system1.logo.render import render
+from bongard_system1.logo.sample import sample_image
+
+
+def test_every_real_action_string_round_trips(real_dir):
+    coco = json.loads((real_dir / "shapes_coco.json").read_text())
+    strings = [s for a in coco["annotations"] for s in a["action_program"]]
+    assert len(strings) > 6000
+    for s in strings:
+        assert format_action(parse_action(s)) == s
+    strokes = json.loads((real_dir / "strokes_coco.json").read_text())
+    for a in strokes["annotations"]:
+        act = parse_action(a["action"])
+        assert act.style == a["style"]
+        assert act.kind == {1: "line", 2: "arc"}[a["category_id"]]
+
+
+def test_action_fields():
+    a = parse_action("arc_circle_0.500_0.625-0.750")
+    assert (a.kind, a.style, a.size) == ("arc", "circle", 0.5)
+    assert a.arc_degrees == pytest.approx(90.0) and a.turn_degrees == pytest.approx(90.0)
+    line = parse_action("line_zigzag_0.500-0.250")
+    assert line.turn_degrees == pytest.approx(-90.0)
+    assert str(Action.line("normal", 1.0, -90.0)) == "line_normal_1.000-0.250"
+    assert str(Action.arc_of("square", 0.5, 180.0, 30.0)) == "arc_square_0.500_0.750-0.583"
+
+
+@pytest.mark.parametrize("bad", ["line_wavy_0.500-0.500", "arc_blob_0.5_0.6-0.7", "line_normal_1.5-0.5",
+                                 "circle_normal_0.5-0.5", "line_normal_0.500", ""])
+def test_bad_action_strings_are_refused(bad):
+    with pytest.raises(System1Error):
+        parse_action(bad)
+
+
+def test_unknown_style_names_the_style():
+    with pytest.raises(System1Error, match="wavy"):
+        parse_action("line_wavy_0.500-0.500")
+
+
+def test_rerendered_real_shapes_match_real_boxes(real_dir):
+    rep = fidelity_report(real_dir / "shapes_coco.json")
+    assert rep["shapes"]["n"] == 1302
+    assert rep["shapes"]["median"] >= 0.95 and rep["shapes"]["p10"] >= 0.85
+    assert rep["strokes"]["median"] >= 0.9
+
+
+def _check_tight(img, shape_boxes):
+    ink = img < 255
+    covered = np.zeros_like(ink)
+    for x, y, w, h in shape_boxes:
+        sub = ink[y:y + h, x:x + w]
+        assert sub[0].any() and sub[-1].any() and sub[:, 0].any() and sub[:, -1].any(), (x, y, w, h)
+        covered[y:y + h, x:x + w] = True
+    assert not (ink & ~covered).any()
+
+
+@pytest.mark.parametrize("size", [128, 416, 512])
+def test_shape_boxes_are_tight_and_cover_all_ink(size):
+    for i in range(40):
+        shapes, pen = sample_image(np.random.default_rng([7, i]), max_shapes=3)
+        r = render(shapes, size, pen_width=pen)
+        boxes = [b for b in r.shape_boxes if b is not None]
+        assert boxes
+        _check_tight(r.image, boxes)
+        for sb, strokes in zip(r.shape_boxes, r.stroke_boxes):
+            for b in strokes:
+                if b is None:
+                    continue
+                # a stroke lies inside its shape, give or take ink that a later white stamp hides
+                assert sb[0] - 3 <= b[0] and sb[1] - 3 <= b[1]
+                assert b[0] + b[2] <= sb[0] + sb[2] + 3 and b[1] + b[3] <= sb[1] + sb[3] + 3
+
+
+def test_render_is_deterministic_and_draws_every_style():
+    prog = parse_program([f"line_{s}_0.600-0.500" for s in ("normal", "zigzag", "circle", "square", "triangle")])
+    shape = PlacedShape(prog, (-330.0, 0.0), 0.0, 220.0)
+    a, b = render([shape], 512), render([shape], 512)
+    assert np.array_equal(a.image, b.image) and a.stroke_boxes == b.stroke_boxes
+    assert all(box is not None for box in a.stroke_boxes[0])
+    # zigzag and stamps are wider than a plain line of the same length
+    heights = [box[3] for box in a.stroke_boxes[0]]
+    assert heights[0] < min(heights[1:])
+
+
+def test_sampler_is_seeded():
+    a, pa = sample_image(np.random.default_rng(5))
+    b, pb = sample_image(np.random.default_rng(5))
+    assert [s.program for s in a] == [s.program for s in b] and pa == pb
+    n_shapes = [len(sample_image(np.random.default_rng([1, i]))[0]) for i in range(60)]
+    assert set(n_shapes) == {1, 2, 3}

@@ -1,0 +1,436 @@
+"""Fast tests of the checkpointed pipeline: records, hashing, decisions, lock, reset, CLI, status.
+
+The generator, trainer and evaluator are replaced by small fakes (modules in ``sys.modules``) so
+these tests take seconds and never import torch; ``test_pipeline_e2e.py`` drives the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from bongard_system1.errors import System1Error
+from bongard_system1.pipeline import cli, profiles
+from bongard_system1.pipeline.lock import PipelineLock
+from bongard_system1.pipeline.records import CheckpointManager, config_diff, config_hash
+from bongard_system1.pipeline.stages import pipeline_status, reset_stage
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+# ---------------------------------------------------------------------------------------------
+# fakes
+
+
+class Killed(BaseException):
+    """Stands in for a SIGKILL in the middle of a stage."""
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """Fake generate_dataset / train_detector / load_checkpoint_model / evaluate_model."""
+    state = {"generate": [], "train": [], "evaluate": [], "fail": set(), "metrics": {"AP": 0.9, "AP50": 0.97}}
+
+    def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_fraction=0.1, max_shapes=3,
+                         progress=True):
+        state["generate"].append(str(out_dir))
+        out = Path(out_dir)
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        if "generate" in state["fail"]:
+            raise System1Error("generator exploded")
+        nval = round(num_images * val_fraction)
+        images = [{"id": i + 1, "file_name": f"images/{i:06d}.png", "width": image_size, "height": image_size,
+                   "split": "val" if i < nval else "train"} for i in range(num_images)]
+        for im in images:
+            (out / im["file_name"]).write_bytes(b"png")
+        anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [0, 0, 2, 2]} for i in range(num_images)]
+        for name in ("shapes_coco.json", "strokes_coco.json"):
+            (out / name).write_text(json.dumps({"images": images, "annotations": anns, "categories": []}))
+        manifest = {"params": {"num_images": num_images, "image_size": image_size, "seed": seed},
+                    "status": "complete", "num_images": num_images, "num_train": num_images - nval, "num_val": nval}
+        (out / "dataset.json").write_text(json.dumps(manifest))
+        return manifest
+
+    def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
+                       image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
+                       restart=False, progress=True):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        resumed = (out / "last.pt").exists()
+        state["train"].append({"out": str(out), "resumed": resumed, "epochs": epochs, "data": str(data_dir)})
+        (out / "last.pt").write_bytes(b"LAST")
+        if "train" in state["fail"]:
+            raise Killed()
+        (out / "best.pt").write_bytes(b"CKPT" + f"{epochs}-{backbone}".encode())
+        history = [{"epoch": e + 1, "loss": 1.0 / (e + 1), "val_AP": 0.1 * e} for e in range(epochs)]
+        return {"best_checkpoint": str(out / "best.pt"), "last_checkpoint": str(out / "last.pt"),
+                "history": history, "best_metric": 0.5, "val_metrics": {"AP": 0.5, "AP50": 0.8},
+                "device": "cpu", "seconds": 1.0}
+
+    def load_checkpoint_model(path):
+        if not Path(path).read_bytes().startswith(b"CKPT"):
+            raise System1Error(f"{path} is not a readable checkpoint")
+        return object(), {}
+
+    def evaluate_model(model_path, coco_path, images_root=None, device="auto", progress=True, shape_mode="hybrid",
+                       detector=None):
+        state["evaluate"].append(str(coco_path))
+        assert Path(coco_path).is_file() and Path(images_root).is_dir()
+        return dict(state["metrics"], AP75=0.5, per_category={})
+
+    class System1:
+        @classmethod
+        def load(cls, path, device="auto", shape_mode="hybrid"):
+            return cls()
+
+    mods = {"bongard_system1.data.generate": {"generate_dataset": generate_dataset},
+            "bongard_system1.train": {"train_detector": train_detector, "load_checkpoint_model": load_checkpoint_model},
+            "bongard_system1.evaluate": {"evaluate_model": evaluate_model},
+            "bongard_system1.predict": {"System1": System1}}
+    for name, attrs in mods.items():
+        mod = types.ModuleType(name)
+        for k, v in attrs.items():
+            setattr(mod, k, v)
+        monkeypatch.setitem(sys.modules, name, mod)
+    return state
+
+
+def run(wd, *argv, real="none"):
+    """The original command, in-process: returns its exit status."""
+    args = ["--workdir", str(wd), "--no-progress", "--real-data", real]
+    if "--profile" not in argv and "--professional" not in argv:
+        args += ["--profile", "smoke"]
+    try:
+        return cli.main(list(argv) + args)
+    except SystemExit as exc:
+        return exc.code
+
+
+def ran_stages(out: str) -> list[str]:
+    return [s for s in ("data", "training", "evaluation") if f"[{s}] running" in out]
+
+
+@pytest.fixture
+def real_set(tmp_path):
+    """A tiny real set: shapes and strokes COCO files with a few images."""
+    root = tmp_path / "real"
+    (root / "images").mkdir(parents=True)
+    images = [{"id": i + 1, "file_name": f"images/{i}.png", "width": 64, "height": 64} for i in range(12)]
+    anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in range(12)]
+    for name in ("shapes_coco.json", "strokes_coco.json"):
+        (root / name).write_text(json.dumps({"images": images, "annotations": anns, "categories": []}))
+    return root / "shapes_coco.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# pure pieces
+
+
+def test_config_hash_is_stable_and_diff_is_in_words():
+    a = {"epochs": 25, "image_size": 416}
+    assert config_hash(a) == config_hash({"image_size": 416, "epochs": 25})
+    assert config_hash(a) != config_hash({"epochs": 50, "image_size": 416})
+    assert config_diff(a, {"epochs": 50, "image_size": 416}) == "epochs 25 -> 50"
+
+
+def test_profiles_and_overrides():
+    smoke = profiles.resolve_settings("smoke")
+    assert (smoke["dataset_size"], smoke["image_size"], smoke["epochs"], smoke["batch_size"]) == (24, 128, 2, 4)
+    quick = profiles.resolve_settings("quick", {"epochs": 3})
+    assert quick["epochs"] == 3 and quick["time_budget"] == 48.0
+    pro = profiles.resolve_settings("professional")
+    assert (pro["dataset_size"], pro["image_size"], pro["backbone"], pro["epochs"]) == (10000, 416, "resnet50", 50)
+    std = profiles.resolve_settings("standard")
+    assert (std["backbone"], std["image_size"], std["epochs"], std["batch_size"]) == ("resnet18", 416, 25, 8)
+    # worker counts and devices never enter a stage's config
+    assert "workers" not in profiles.train_config(pro) and "device" not in profiles.train_config(pro)
+    with pytest.raises(System1Error):
+        profiles.resolve_settings("huge")
+    with pytest.raises(System1Error):
+        profiles.resolve_settings("smoke", {"epochs": 0})
+
+
+# ---------------------------------------------------------------------------------------------
+# the run, with fakes
+
+
+def test_first_run_does_everything_second_skips(fakes, tmp_path, capsys, real_set):
+    wd = tmp_path / "wd"
+    assert run(wd, real=str(real_set)) == 0
+    out = capsys.readouterr().out
+    assert ran_stages(out) == ["data", "training", "evaluation"]
+    for name in ("data_generation.json", "training.json", "evaluation.json"):
+        rec = json.loads((wd / "checkpoints" / name).read_text())
+        assert rec["status"] == "complete" and rec["config_hash"] and rec["versions"]["python"]
+    tr = json.loads((wd / "checkpoints" / "training.json").read_text())
+    data = json.loads((wd / "checkpoints" / "data_generation.json").read_text())
+    assert tr["upstream_hash"] == data["dataset_hash"]
+    assert tr["outputs"]["best_checkpoint"]["path"] == "runs/smoke/best.pt"
+    ev = json.loads((wd / "checkpoints" / "evaluation.json").read_text())
+    assert ev["upstream_hash"] == tr["outputs"]["best_checkpoint"]["sha256"]
+    assert set(ev["metrics"]["sets"]) == {"synthetic_shapes", "synthetic_strokes", "real_shapes", "real_strokes"}
+    assert ev["validation"]["real_shapes"]["images"] == 8          # the smoke profile caps the real set
+    results = json.loads((wd / "results" / "system1_training_results.json").read_text())
+    assert results["training"]["history"][0]["epoch"] == 1
+    assert [t["met"] for t in results["targets"]] == [True, True, True]
+    assert (wd / "logs" / "smoke_training.log").read_text().count("[training] running") == 1
+
+    assert run(wd, real=str(real_set)) == 0
+    out = capsys.readouterr().out
+    assert ran_stages(out) == [] and "every stage was up to date" in out
+    assert len(fakes["generate"]) == 1 and len(fakes["train"]) == 1
+
+
+def test_epochs_change_retrains_and_reevaluates_but_keeps_data(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    capsys.readouterr()
+    assert run(wd, "--epochs", "3") == 0
+    out = capsys.readouterr().out
+    assert ran_stages(out) == ["training", "evaluation"]
+    assert "[training] running: config changed: epochs 2 -> 3" in out
+    assert len(fakes["generate"]) == 1
+    # trained fresh in a staging folder, swapped in when complete
+    assert fakes["train"][-1]["out"].endswith("smoke.new") and not fakes["train"][-1]["resumed"]
+    assert (wd / "runs" / "smoke" / "best.pt").read_bytes() == b"CKPT3-resnet18"
+    assert not (wd / "runs" / "smoke.new").exists()
+
+
+def test_deleted_or_corrupt_model_retrains(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    (wd / "runs" / "smoke" / "best.pt").unlink()
+    capsys.readouterr()
+    run(wd)
+    out = capsys.readouterr().out
+    assert "[training] running: output missing" in out and ran_stages(out) == ["training", "evaluation"]
+    best = wd / "runs" / "smoke" / "best.pt"
+    best.write_bytes(b"XXXX" + best.read_bytes()[4:])          # same size, other bytes
+    run(wd)
+    out = capsys.readouterr().out
+    assert "[training] running: checkpoint corrupt" in out
+
+
+def test_garbage_record_is_reported_and_recovered(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    (wd / "checkpoints" / "training.json").write_text("{not json")
+    capsys.readouterr()
+    assert run(wd) == 0
+    captured = capsys.readouterr()
+    assert "training.json is not valid JSON" in captured.err
+    assert "[training] running: no record" in captured.out
+    assert json.loads((wd / "checkpoints" / "training.json").read_text())["status"] == "complete"
+    lines, ok = pipeline_status(wd)
+    assert ok
+
+
+def test_deleted_dataset_or_images_regenerate_and_cascade(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    (wd / "processed_data" / "smoke_synthetic" / "images" / "000003.png").unlink()
+    lines, ok = pipeline_status(wd)
+    assert not ok and any("23 images on disk, 24 recorded" in line for line in lines)
+    capsys.readouterr()
+    run(wd)
+    out = capsys.readouterr().out
+    assert "[data] running: output missing" in out and ran_stages(out) == ["data", "training", "evaluation"]
+    assert "[training] running: upstream changed" in out
+
+
+def test_force_keeps_old_outputs_until_new_ones_are_complete(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    shapes = wd / "processed_data" / "smoke_synthetic" / "shapes_coco.json"
+    before = shapes.read_text()
+    fakes["fail"].add("generate")
+    assert run(wd, "--force-data") == 2
+    assert "generator exploded" in capsys.readouterr().err
+    assert shapes.read_text() == before
+    assert (wd / "processed_data" / "smoke_synthetic.new").is_dir()
+    rec = json.loads((wd / "checkpoints" / "data_generation.json").read_text())
+    assert rec["status"] == "failed" and rec["staging_dir"] == "processed_data/smoke_synthetic.new"
+    fakes["fail"].clear()
+    run(wd)
+    out = capsys.readouterr().out
+    assert "[data] running: previous run failed" in out
+    assert fakes["generate"][-1].endswith("smoke_synthetic.new")     # resumed in the staging folder
+    assert not (wd / "processed_data" / "smoke_synthetic.new").exists()
+    # --force-eval redoes evaluation only; --force-train training and evaluation
+    run(wd, "--force-eval")
+    assert ran_stages(capsys.readouterr().out) == ["evaluation"]
+    run(wd, "--force-train")
+    assert ran_stages(capsys.readouterr().out) == ["training", "evaluation"]
+    run(wd, "--force-all")
+    assert ran_stages(capsys.readouterr().out) == ["data", "training", "evaluation"]
+
+
+def test_interrupted_training_resumes_in_the_same_folder(fakes, tmp_path, capsys, monkeypatch):
+    wd = tmp_path / "wd"
+    fakes["fail"].add("train")
+    # a SIGKILL leaves the record "running": make fail() a no-op to simulate it
+    monkeypatch.setattr(CheckpointManager, "fail", lambda self, *a, **k: None)
+    with pytest.raises(Killed):
+        cli.main(["--workdir", str(wd), "--profile", "smoke", "--real-data", "none", "--no-progress"])
+    assert json.loads((wd / "checkpoints" / "training.json").read_text())["status"] == "running"
+    lines, _ = pipeline_status(wd)
+    assert any("previous run interrupted" in line for line in lines)
+    fakes["fail"].clear()
+    capsys.readouterr()
+    assert run(wd) == 0
+    out = capsys.readouterr().out
+    assert "[training] running: previous run interrupted" in out and "[training] resuming from runs/smoke/last.pt" in out
+    assert fakes["train"][-1]["resumed"] and fakes["train"][-1]["out"].endswith("runs/smoke")
+    assert ran_stages(out) == ["training", "evaluation"]
+
+
+def test_reset_cascades_lists_and_all_leaves_a_clean_directory(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    capsys.readouterr()
+    assert run(wd, "--reset", "training") == 0
+    out = capsys.readouterr().out
+    assert "checkpoints/training.json" in out and "checkpoints/evaluation.json" in out and "runs/" in out
+    assert (wd / "checkpoints" / "data_generation.json").exists() and not (wd / "runs").exists()
+    run(wd)
+    assert ran_stages(capsys.readouterr().out) == ["training", "evaluation"]
+    assert run(wd, "--reset", "all") == 0
+    out = capsys.readouterr().out
+    assert "processed_data/smoke_synthetic/" in out and "checkpoints/data_generation.json" in out
+    assert list(wd.iterdir()) == []
+    assert run(wd, "--reset", "all") == 0
+    assert "nothing to delete" in capsys.readouterr().out
+
+
+def test_second_concurrent_run_is_refused_naming_the_holder(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    with PipelineLock(wd):
+        assert run(wd) == 2
+        err = capsys.readouterr().err
+        assert f"pid {os.getpid()}" in err and err.count("\n") == 1
+        assert run(wd, "--reset", "all") == 2
+    assert run(wd) == 0
+
+
+def test_lock_is_not_stale_after_sigkill(tmp_path):
+    wd = tmp_path / "wd"
+    code = ("import sys, time; from bongard_system1.pipeline.lock import PipelineLock; "
+            f"lock = PipelineLock({str(wd)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(System1Error, match=f"pid {proc.pid}"):
+            PipelineLock(wd).acquire()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+    lock = PipelineLock(wd).acquire()
+    lock.release()
+
+
+def test_no_checkpoint_reads_and_writes_no_records(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    records = {p.name: p.read_text() for p in (wd / "checkpoints").glob("*.json")}
+    capsys.readouterr()
+    assert run(wd, "--no-checkpoint") == 0
+    assert ran_stages(capsys.readouterr().out) == ["data", "training", "evaluation"]
+    assert {p.name: p.read_text() for p in (wd / "checkpoints").glob("*.json")} == records
+    assert (wd / "runs" / "smoke_unrecorded" / "best.pt").exists()
+    run(wd)
+    assert ran_stages(capsys.readouterr().out) == []
+
+
+def test_bad_input_is_one_line_and_non_zero(fakes, tmp_path, capsys):
+    for argv in (["--epochs", "0"], ["--dataset_size", "-3"], ["--reset", "models"], ["--profile", "huge"]):
+        assert run(tmp_path / "wd", *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert run(blocker / "wd") == 2
+    err = capsys.readouterr().err
+    assert "cannot write to work directory" in err and err.count("\n") == 1
+    assert run(tmp_path / "wd", real=str(tmp_path / "missing.json")) == 2
+    assert "real data file not found" in capsys.readouterr().err
+
+
+def test_status_text_reasons(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    lines, ok = pipeline_status(wd)
+    assert not ok and any("no record" in line for line in lines)
+    run(wd)
+    lines, ok = pipeline_status(wd)
+    text = "\n".join(lines)
+    assert ok and text.count("✅") == 3 and "24 images at 128 px" in text and "resnet18" in text
+    settings = profiles.resolve_settings("smoke", {"epochs": 5})
+    lines, ok = pipeline_status(wd, settings, None, explicit=True)
+    text = "\n".join(lines)
+    assert "would run again: config changed: epochs 2 -> 5" in text
+    assert "❌ evaluation" in text and text.count("✅") == 1
+    capsys.readouterr()
+    assert cli.main(["--status", "--workdir", str(wd), "--epochs", "5", "--profile", "smoke",
+                     "--real-data", "none"]) == 0
+    assert "epochs 2 -> 5" in capsys.readouterr().out
+
+
+def test_status_is_fast_and_imports_no_torch(fakes, tmp_path):
+    wd = tmp_path / "wd"
+    run(wd)
+    t0 = time.perf_counter()
+    proc = subprocess.run([PY, "-X", "importtime", str(REPO / "train_system1_checkpointed.py"), "--status",
+                           "--workdir", str(wd)], capture_output=True, text=True, timeout=30, cwd=REPO)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "torchvision", "cv2", "matplotlib", "numpy"}, imported & {"torch", "cv2"}
+    assert "✅ data" in proc.stdout and "✅ evaluation" in proc.stdout
+    assert elapsed < 1.0, elapsed
+    for argv in (["--help"], ["--reset", "evaluation", "--workdir", str(wd)]):
+        proc = subprocess.run([PY, "-X", "importtime", str(REPO / "train_system1_checkpointed.py"), *argv],
+                              capture_output=True, text=True, timeout=30, cwd=REPO)
+        assert proc.returncode == 0
+        assert "torch" not in {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+
+
+def test_validate_phase1_table_and_exit_status(fakes, tmp_path, capsys, real_set):
+    wd = tmp_path / "wd"
+    argv = ["--profile", "smoke", "--workdir", str(wd), "--no-progress"]
+    assert cli.validate_main(argv + ["--real-data", str(real_set)]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic AP@[.5:.95]" in out and out.count("✅") == 3 and "PASSED" in out
+    assert "real AP50" in (wd / "logs" / "validate_phase1.log").read_text()
+    # a missing real set is not met, never passed
+    assert cli.validate_main(argv + ["--real-data", "none"]) == 1
+    out = capsys.readouterr().out
+    assert "missing" in out and "NOT MET" in out
+    fakes["metrics"] = {"AP": 0.5, "AP50": 0.97}
+    assert cli.validate_main(argv + ["--real-data", str(real_set), "--force-eval"]) == 1
+
+
+def test_package_cli_run_status_reset(fakes, tmp_path, capsys):
+    from bongard_system1.cli import main as system1
+
+    wd = tmp_path / "wd"
+    assert system1(["run", "--profile", "smoke", "--workdir", str(wd), "--real-data", "none", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert system1(["status", "--workdir", str(wd)]) == 0
+    assert capsys.readouterr().out.count("✅") == 3
+    assert system1(["reset", "evaluation", "--workdir", str(wd)]) == 0
+    assert "checkpoints/evaluation.json" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        system1(["reset", "bogus", "--workdir", str(wd)])
+    assert exc.value.code == 2
+    assert reset_stage(wd, "evaluation") == []

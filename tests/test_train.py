@@ -1,0 +1,165 @@
+"""Training, checkpoints and inference on a tiny generated dataset: resume after SIGKILL, corrupt
+checkpoints, config changes, evaluation and prediction through the command line."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bongard_system1.data.generate import generate_dataset
+from bongard_system1.errors import System1Error
+from bongard_system1.predict import System1
+from bongard_system1.train import train_detector
+
+from .conftest import run_cli
+
+TINY = dict(epochs=2, batch_size=4, image_size=128, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "ds"
+    generate_dataset(out, 40, 128, seed=3, workers=1, val_fraction=0.25, max_shapes=2, progress=False, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    res = train_detector(data, out, **TINY)
+    return out, res
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_folder_holds_everything(run):
+    out, res = run
+    for name in ("last.pt", "best.pt", "config.json", "metrics.csv", "training_curves.png"):
+        assert (out / name).exists(), name
+    rows = _rows(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["loss"]) > 0 and 0.0 <= float(r["val_AP"]) <= 1.0 for r in rows)
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])       # it learns something
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and {"optimizer", "scheduler", "scaler", "rng_torch", "config_hash"} <= set(last)
+    assert res["best_checkpoint"].endswith("best.pt") and len(res["history"]) == 2
+
+
+def test_rerun_of_a_finished_run_does_no_work(run, data):
+    out, _ = run
+    before = (out / "last.pt").stat().st_mtime_ns
+    res = train_detector(data, out, **TINY)
+    assert len(res["history"]) == 2 and (out / "last.pt").stat().st_mtime_ns == before
+
+
+def test_changed_config_is_refused_with_the_keys_that_differ(run, data):
+    out, _ = run
+    with pytest.raises(System1Error, match=r"epochs: 2 -> 3"):
+        train_detector(data, out, **dict(TINY, epochs=3))
+    proc = run_cli("train", "--data", data, "--out", out, "--epochs", 2, "--batch-size", 4, "--image-size", 160)
+    assert proc.returncode == 2 and "image_size: 128 -> 160" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
+    out = tmp_path / "r"
+    train_detector(data, out, **TINY)
+    data_bytes = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data_bytes[: len(data_bytes) // 3])          # truncated
+    proc = run_cli("train", "--data", data, "--out", out, "--epochs", 2, "--batch-size", 4, "--image-size", 128,
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "corrupt" in proc.stderr and "resuming" in proc.stderr and "after epoch 1" in proc.stderr
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def _train_cmd(data, out, epochs):
+    return [sys.executable, "-m", "bongard_system1", "train", "--data", str(data), "--out", str(out),
+            "--epochs", str(epochs), "--batch-size", "4", "--image-size", "128", "--no-progress", "--seed", "1"]
+
+
+def test_sigkill_then_rerun_resumes_and_ends_like_an_uninterrupted_run(data, tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(data, ref, 4), check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(data, out, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "last.pt").exists():
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    assert 1 <= done < 4
+    again = subprocess.run(_train_cmd(data, out, 4), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"after epoch {done}" in again.stderr
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2", "3", "4"]
+    a = torch.load(ref / "last.pt", weights_only=True)
+    b = torch.load(out / "last.pt", weights_only=True)
+    for k, v in a["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(b["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+    ra, rb = _rows(ref / "metrics.csv"), _rows(out / "metrics.csv")
+    assert [round(float(r["loss"]), 3) for r in ra] == [round(float(r["loss"]), 3) for r in rb]
+
+
+def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
+    out, _ = run
+    m = tmp_path / "m.json"
+    proc = run_cli("evaluate", "--model", out, "--coco", data / "strokes_coco.json", "--out", m)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(m.read_text())
+    assert metrics["split"] == "val" and metrics["num_images"] == 10
+    assert set(metrics["per_category"]) == {"line", "arc"}
+    preds = tmp_path / "p.json"
+    proc = run_cli("predict", "--model", out / "best.pt", "--coco", data / "shapes_coco.json", "--out", preds,
+                   "--overlay-dir", tmp_path / "ov", "--score-threshold", "0.0")
+    assert proc.returncode == 0, proc.stderr
+    dets = json.loads(preds.read_text())
+    # a shapes file gets shape detections only, with that file's ids
+    assert dets and {d["category"] for d in dets} == {"shape"} and {d["category_id"] for d in dets} == {1}
+    assert len(list((tmp_path / "ov").glob("*_overlay.png"))) == 40
+    proc = run_cli("predict", "--model", out, "--coco", data / "strokes_coco.json", "--out", preds,
+                   "--score-threshold", "0.0")
+    dets = json.loads(preds.read_text())
+    assert {d["category"] for d in dets} <= {"line", "arc"} and all("style" in d for d in dets)
+    assert all(d["category_id"] == {"line": 1, "arc": 2}[d["category"]] for d in dets)
+
+
+def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images(run, data):
+    out, _ = run
+    model = System1.load(out, shape_mode="model")
+    img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
+    wide = np.full((128, 256), 255, np.uint8)
+    wide[:, :128] = img                      # the same content in a non-square image
+    for big, factor in ((cv2.resize(img, (256, 256), interpolation=cv2.INTER_NEAREST), 2.0),
+                        (cv2.resize(wide, (512, 256), interpolation=cv2.INTER_NEAREST), 2.0)):
+        small_dets = model.detect(img if big.shape[0] == big.shape[1] else wide, score_threshold=0.0)
+        big_dets = model.detect(big, score_threshold=0.0)
+        top_small = sorted(small_dets, key=lambda d: -d.score)[0]
+        top_big = sorted(big_dets, key=lambda d: -d.score)[0]
+        assert top_big.category == top_small.category
+        np.testing.assert_allclose(np.array(top_big.bbox), np.array(top_small.bbox) * factor, atol=4.0)
+        assert all(0 <= d.bbox[0] <= big.shape[1] and 0 <= d.bbox[1] <= big.shape[0] for d in big_dets)
+
+
+def test_bad_checkpoint_and_missing_data_give_one_line(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_cli("evaluate", "--model", bad, "--coco", tmp_path / "x.json", "--out", tmp_path / "m.json")
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "generate a dataset first" in proc.stderr
