@@ -321,3 +321,17 @@ def test_metric_modules_do_not_import_torch():
     code = ("import sys, bongard_system1.evaluate, bongard_system1.baseline, bongard_system1.io_utils; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_style_accuracy_ignores_categories_without_style():
+    """A combined file (shapes without style, strokes with) scores styles on strokes only."""
+    from bongard_system1.evaluate import coco_metrics
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
+          "categories": [{"id": 1, "name": "shape"}, {"id": 2, "name": "line"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "area": 2500, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 5], "area": 100, "iscrowd": 0,
+                           "style": "zigzag"}]}
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},
+            {"image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 5], "score": 0.8, "style": "zigzag"}]
+    m = coco_metrics(gt, dets)
+    assert m["style_accuracy"] == 1.0 and m["style_matched"] == 1 and m["AP"] == 1.0

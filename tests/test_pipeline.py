@@ -146,7 +146,7 @@ def test_profiles_and_overrides():
     smoke = profiles.resolve_settings("smoke")
     assert (smoke["dataset_size"], smoke["image_size"], smoke["epochs"], smoke["batch_size"]) == (24, 128, 2, 4)
     quick = profiles.resolve_settings("quick", {"epochs": 3})
-    assert quick["epochs"] == 3 and quick["time_budget"] == 48.0
+    assert quick["epochs"] == 3 and quick["time_budget"] is None
     pro = profiles.resolve_settings("professional")
     assert (pro["dataset_size"], pro["image_size"], pro["backbone"], pro["epochs"]) == (10000, 416, "resnet50", 50)
     std = profiles.resolve_settings("standard")

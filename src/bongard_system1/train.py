@@ -219,7 +219,7 @@ def _dataset_signature(data_dir):
     return {"shapes_sha256": sha256_file(os.path.join(data_dir, "shapes_coco.json"))}
 
 
-def _epochs_within_budget(model, dataset, cfg, dev, steps_per_epoch, minutes, progress):
+def _epochs_within_budget(model, dataset, cfg, dev, steps_per_epoch, minutes):
     """How many epochs (at most ``cfg.epochs``) fit in ``minutes``, timed on a throwaway copy of the model."""
     import copy
     from .data.dataset import collate
@@ -230,7 +230,7 @@ def _epochs_within_budget(model, dataset, cfg, dev, steps_per_epoch, minutes, pr
     images = [im.to(dev) for im in images]
     targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
     times = []
-    for _ in range(4):
+    for _ in range(6):
         t = time.perf_counter()
         loss = sum(probe(images, targets).values())
         opt.zero_grad()
@@ -239,13 +239,12 @@ def _epochs_within_budget(model, dataset, cfg, dev, steps_per_epoch, minutes, pr
         if dev == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    step = sum(times[1:]) / 3 * len(idx) / cfg.batch_size
-    per_epoch = steps_per_epoch * step * 1.1 + min(cfg.val_images, 200) * step / cfg.batch_size * 0.6
+    step = sorted(times[2:])[1] * cfg.batch_size / len(idx)       # median of the warm steps
+    per_epoch = steps_per_epoch * step + min(cfg.val_images, 200) * step / cfg.batch_size * 0.6
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
     epochs = min(cfg.epochs, fit)
-    if progress:
-        print(f"time budget {minutes:g} min: about {per_epoch / 60:.1f} min an epoch here, so {epochs} of "
-              f"{cfg.epochs} epochs", file=sys.stderr)
+    print(f"time budget {minutes:g} min: about {per_epoch / 60:.1f} min an epoch here, so {epochs} of "
+          f"{cfg.epochs} epochs", file=sys.stderr)
     del probe, opt
     return epochs
 
@@ -306,7 +305,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     if state is not None:
         epochs = int(state.get("planned_epochs", cfg.epochs))
     elif time_budget:
-        epochs = _epochs_within_budget(model, train_set, cfg, dev, steps_per_epoch, time_budget, progress)
+        epochs = _epochs_within_budget(model, train_set, cfg, dev, steps_per_epoch, time_budget)
     else:
         epochs = cfg.epochs
     swa_epochs = int(round(epochs * cfg.swa_fraction)) if epochs >= 4 else 0
@@ -399,7 +398,12 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         if in_swa and epoch == epochs - 1:
             eval_model, is_swa = swa_model.module, True
             refresh_batchnorm(eval_model, loader, dev)
-        metrics = validation_metrics(eval_model, names, mcfg.to_dict(), data_dir, dev, cfg.val_images)
+        try:
+            metrics = validation_metrics(eval_model, names, mcfg.to_dict(), data_dir, dev, cfg.val_images)
+        except Exception as exc:      # a failed validation must not throw away an epoch of training
+            print(f"warning: validation after epoch {epoch + 1} failed ({type(exc).__name__}: {exc}); "
+                  "recorded as AP 0", file=sys.stderr)
+            metrics = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "style_accuracy": None, "error": str(exc)}
         row = {"epoch": epoch + 1, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}, "lr": lr_now,
                "val_AP": metrics["AP"], "val_AP50": metrics["AP50"], "val_AP75": metrics["AP75"],
                "val_style_accuracy": metrics.get("style_accuracy"), "swa": is_swa,
@@ -411,9 +415,9 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         checkpoint(epoch + 1)
         write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
         plot_curves(history, os.path.join(out_dir, "training_curves.png"))
-        if True:   # one log line per epoch, progress bar or not
-            print(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
-                  f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s", file=sys.stderr)
+        # one log line per epoch, progress bar or not
+        print(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
+              f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s", file=sys.stderr)
     if not os.path.exists(os.path.join(out_dir, "best.pt")):
         raise System1Error(f"{out_dir}: training finished without a best.pt")
     best_ckpt = _try_load(os.path.join(out_dir, "best.pt")) or {}

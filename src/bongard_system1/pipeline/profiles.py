@@ -31,11 +31,11 @@ PROFILES: dict[str, dict] = {
         "lr": None, "time_budget": None,
         "real_max_images": 8, "workers": 0,
     },
-    # The CPU recipe: a useful model in at most 60 minutes on 2 cores (values to be tuned).
+    # The CPU recipe: a useful model in at most 60 minutes on 2 cores (measured: about 9 minutes an epoch).
     "quick": {
         "dataset_size": 4000, "image_size": 320, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet18", "categories": "all", "epochs": 5, "batch_size": 8,
-        "lr": None, "time_budget": 48.0,
+        "lr": None, "time_budget": None,
         "real_max_images": None, "workers": None,
     },
     "standard": {
