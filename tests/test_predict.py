@@ -40,7 +40,15 @@ def test_hybrid_uses_exact_components_and_splits_touching_shapes():
 
 def test_hybrid_without_network_agreement_keeps_components_low():
     out = hybrid_shapes(_page(), [])
-    assert len(out) == 2 and all(d.score <= 0.1 for d in out)
+    assert len(out) == 2 and all(d.score == 0.5 for d in out)
+
+
+def test_hybrid_does_not_split_on_unconfident_parts():
+    a = Detection([148.0, 38.0, 54.0, 64.0], 0.4, "shape")
+    b = Detection([197.0, 58.0, 64.0, 74.0], 0.3, "shape")
+    out = hybrid_shapes(_page(), [a, b])
+    top = sorted(out, key=lambda d: -d.score)[:2]
+    assert all(d.score >= 0.5 for d in top) and max(d.bbox[2] for d in top) > 100     # the component stays first
 
 
 def test_as_gray_accepts_colour_and_float_images():

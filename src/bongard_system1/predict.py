@@ -81,27 +81,34 @@ def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
 SHAPE_MODES = ("hybrid", "snap", "model")
 
 
-def hybrid_shapes(gray, model_shapes, confident=0.3, same=0.8):
-    """Shape boxes from ink components where the network agrees, from the network where shapes touch."""
+def hybrid_shapes(gray, model_shapes, confident=0.7, same=0.8):
+    """Shape boxes from ink components where the network agrees, from the network where shapes touch.
+
+    Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
+    the network is confident (>= ``confident``) of two or more distinct shapes inside one component,
+    those boxes replace it and the component drops to 0.25. Network boxes that no component
+    explains are kept below every component (score x 0.25).
+    """
     from .baseline import classical_shapes
     comps = [c["bbox"] for c in classical_shapes(gray)]
     out, used = [], set()
     for c in comps:
-        inside = [(k, d) for k, d in enumerate(model_shapes) if d.score >= confident and fraction_inside(d.bbox, c) >= 0.85]
         parts = []          # distinct confident shapes clearly smaller than the component
-        for k, d in sorted(inside, key=lambda kd: -kd[1].score):
-            if iou_xywh(d.bbox, c) < same and all(iou_xywh(d.bbox, p.bbox) < 0.5 for _, p in parts):
+        for k, d in sorted(enumerate(model_shapes), key=lambda kd: -kd[1].score):
+            if d.score < confident or fraction_inside(d.bbox, c) < 0.85 or iou_xywh(d.bbox, c) >= same:
+                continue
+            if all(iou_xywh(d.bbox, p.bbox) < 0.5 for _, p in parts):
                 parts.append((k, d))
         matched = [d.score for d in model_shapes if iou_xywh(d.bbox, c) >= 0.5]
+        box = list(map(float, c))
         if len(parts) >= 2:
-            out.extend(d for _, d in parts)
+            out.extend(Detection(d.bbox, 0.5 + 0.5 * d.score, "shape") for _, d in parts)
             used.update(k for k, _ in parts)
-            out.append(Detection(list(map(float, c)), 0.5 * max(matched, default=0.1), "shape"))
+            out.append(Detection(box, 0.25, "shape"))
         else:
-            out.append(Detection(list(map(float, c)), max(matched, default=0.1), "shape"))
+            out.append(Detection(box, 0.5 + 0.5 * max(matched, default=0.0), "shape"))
         used.update(k for k, d in enumerate(model_shapes) if iou_xywh(d.bbox, c) >= 0.5)
-    # what the network saw that no component explains keeps a lowered score
-    out.extend(Detection(d.bbox, d.score * 0.5, "shape") for k, d in enumerate(model_shapes) if k not in used)
+    out.extend(Detection(d.bbox, d.score * 0.25, "shape") for k, d in enumerate(model_shapes) if k not in used)
     return out
 
 

@@ -359,6 +359,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     for epoch in range(start_epoch, epochs):
         t0 = time.time()
         in_swa = epoch >= main_epochs
+        if in_swa:
+            swa_sched.step()          # the SWA learning rate holds during this epoch
         train_set.set_epoch(epoch)
         gen.manual_seed(cfg.seed * 1000003 + epoch)
         model.train()
@@ -392,7 +394,6 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         lr_now = opt.param_groups[0]["lr"]
         if in_swa:
             swa_model.update_parameters(model)
-            swa_sched.step()
         # evaluate the SWA average at the end of the SWA phase, otherwise the current model
         eval_model, is_swa = model, False
         if in_swa and epoch == epochs - 1:

@@ -200,7 +200,21 @@ def _arc(t: _Turtle, action: Action, scale: float, magnify: bool):
 
 
 def trace_shape(shape: PlacedShape, magnify: bool = True) -> list[StrokeTrace]:
-    """Trace every action of a placed shape; returns one StrokeTrace per action."""
+    """Trace every action of a placed shape; returns one StrokeTrace per action.
+
+    The result is kept on the shape (``shape.extra``) for the same placement, so that the sampler's
+    extent check and the renderer trace a shape only once.
+    """
+    key = (shape.start, shape.orientation, shape.scale, magnify)
+    cached = shape.extra.get("_trace")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    traces = _trace(shape, magnify)
+    shape.extra["_trace"] = (key, traces)
+    return traces
+
+
+def _trace(shape: PlacedShape, magnify: bool) -> list[StrokeTrace]:
     t = _Turtle(shape.start[0], shape.start[1], shape.orientation)
     out = []
     for action in shape.actions:
