@@ -14,7 +14,7 @@ import sys
 from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
 from .argtypes import positive_int as _positive_int
-from .errors import System1Error
+from .errors import run_guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,16 +110,7 @@ def main(argv=None) -> int:
     else:
         args = build_parser().parse_args(argv)
     module, func = args.handler.split(":")
-    try:
-        handler = getattr(importlib.import_module(module), func)
-        rc = handler(args)
-        return int(rc or 0)
-    except System1Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_guarded(lambda: getattr(importlib.import_module(module), func)(args))
 
 
 if __name__ == "__main__":

@@ -3,3 +3,20 @@
 
 class System1Error(Exception):
     """A user-facing error: bad input, a missing or corrupt file, a refused operation."""
+
+
+def run_guarded(func, *args) -> int:
+    """Call a command's function: a System1Error becomes one ``error: ...`` line and exit status 2."""
+    import sys
+    try:
+        return int(func(*args) or 0)
+    except System1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:          # output piped into `head` and the like
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -334,8 +334,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         if dev == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu())
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best_metric"])
-        if progress:
-            print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}", file=sys.stderr)
+        print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}", file=sys.stderr)
 
     def checkpoint(epoch):
         _atomic_torch_save({

@@ -18,7 +18,7 @@ from ..argtypes import non_negative_int as _non_negative_int
 from ..argtypes import open_fraction as _fraction
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
-from ..errors import System1Error
+from ..errors import System1Error, run_guarded
 from . import profiles
 from .records import STAGES
 
@@ -156,15 +156,7 @@ def dispatch(args) -> int:
     return 0
 
 
-def _guarded(func, *a) -> int:
-    try:
-        return int(func(*a) or 0)
-    except System1Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+_guarded = run_guarded
 
 
 def main(argv=None) -> int:
