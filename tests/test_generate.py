@@ -150,3 +150,12 @@ def test_preview_draws_a_grid(tmp_path):
     assert proc.returncode == 0, proc.stderr
     grid = cv2.imread(str(tmp_path / "grid.png"))
     assert grid.shape[0] >= 256 and (grid[..., 1] > grid[..., 0] + 80).any()   # green shape boxes
+
+
+def test_a_deleted_image_is_reported_on_rerun(tmp_path):
+    out = tmp_path / "ds"
+    generate_dataset(out, 40, 64, seed=2, workers=2, progress=False, quiet=True)
+    (out / "images" / "000017.png").unlink()
+    proc = run_cli("generate", "--out", out, "--num-images", 40, "--image-size", 64, "--seed", 2, "--workers", 2)
+    assert proc.returncode == 2 and "000017.png is missing or unreadable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -163,7 +163,17 @@ def _assemble(out, params, chunks):
     return len(images), len(shape_anns), len(stroke_anns), len(vals)
 
 
-def validate_dataset(out) -> dict:
+def _unreadable(job):
+    """The first image of a list that is missing, unreadable or of the wrong size, or None."""
+    out, items = job
+    for name, h, w in items:
+        arr = cv2.imread(os.path.join(out, name), cv2.IMREAD_GRAYSCALE)
+        if arr is None or arr.shape != (h, w):
+            return os.path.join(out, name)
+    return None
+
+
+def validate_dataset(out, workers=1) -> dict:
     """Check a finished dataset: both COCO files parse, every image is there and readable, counts match."""
     counts = {}
     for name in ("shapes_coco.json", "strokes_coco.json"):
@@ -180,11 +190,16 @@ def validate_dataset(out) -> dict:
     expected = manifest.get("params", {}).get("num_images", len(images))
     if len(images) != expected:
         raise System1Error(f"dataset check failed: {len(images)} image records, expected {expected}")
-    for im in images:
-        path = os.path.join(out, im["file_name"])
-        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-        if arr is None or arr.shape != (im["height"], im["width"]):
-            raise System1Error(f"dataset check failed: image {path} is missing or unreadable")
+    items = [(im["file_name"], im["height"], im["width"]) for im in images]
+    step = max(1, math.ceil(len(items) / (max(workers, 1) * 4)))
+    jobs = [(out, items[k:k + step]) for k in range(0, len(items), step)]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            bad = [b for b in pool.map(_unreadable, jobs) if b]
+    else:
+        bad = [b for b in map(_unreadable, jobs) if b]
+    if bad:
+        raise System1Error(f"dataset check failed: image {bad[0]} is missing or unreadable")
     return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1]}
 
 
@@ -200,7 +215,7 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
             raise System1Error(f"{out_dir} holds a dataset made with other arguments "
                                f"({_differences(manifest.get('params', {}), params)}); use another --out or delete it")
         if manifest.get("status") == "complete":
-            counts = validate_dataset(out)
+            counts = validate_dataset(out, int(workers or os.cpu_count() or 1))
             if not quiet:
                 print(f"dataset already complete in {out_dir}: {counts['images']} images, "
                       f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked)")
@@ -240,7 +255,7 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
         finally:
             bar.close()
     n_img, n_shapes, n_strokes, n_val = _assemble(out, params, chunks)
-    counts = validate_dataset(out)
+    counts = validate_dataset(out, workers)
     manifest = {"params": params, "status": "complete", "num_images": n_img, "num_train": n_img - n_val,
                 "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,
                 "split": "seeded permutation: the first round(N*val_fraction) image indices are 'val'"}
