@@ -43,7 +43,8 @@ class Detection:
 def as_gray(image) -> np.ndarray:
     """A path, a gray array or a BGR/RGB array -> a 2-D uint8 array."""
     if isinstance(image, (str, os.PathLike)):
-        arr = cv2.imread(os.fspath(image), cv2.IMREAD_GRAYSCALE)
+        path = os.fspath(image)
+        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
         if arr is None:
             raise System1Error(f"image {image} is missing or unreadable")
         return arr

@@ -54,7 +54,7 @@ def coco_to_targets(data_dir, categories="all", split=None):
 
 
 def read_gray(path):
-    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
     if img is None:
         raise System1Error(f"image {path} is missing or unreadable")
     return img

@@ -167,7 +167,8 @@ def _unreadable(job):
     """The first image of a list that is missing, unreadable or of the wrong size, or None."""
     out, items = job
     for name, h, w in items:
-        arr = cv2.imread(os.path.join(out, name), cv2.IMREAD_GRAYSCALE)
+        path = os.path.join(out, name)
+        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None   # no OpenCV warning
         if arr is None or arr.shape != (h, w):
             return os.path.join(out, name)
     return None
