@@ -21,7 +21,7 @@ import torch
 from bongard_system1.baseline import ClassicalBaseline
 from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
 from bongard_system1.model import ModelConfig, build_model
-from bongard_system1.predict import Detection, System1, hybrid_shapes, snap_to_ink
+from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOALS = [("real shapes AP", ("real_shapes", "hybrid", "AP"), 0.99),
@@ -40,14 +40,10 @@ def _get(d, path):
 
 
 def detect_variants(system, gray):
-    raw = system.detect(gray, score_threshold=0.05)
+    raw = system.detect(gray, score_threshold=0.05)        # shape_mode "model": the network's boxes
     shapes = [d for d in raw if d.category == "shape"]
     strokes = [d for d in raw if d.category != "shape"]
-    snapped = []
-    for d in shapes:
-        b = snap_to_ink(gray, [d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3]])
-        snapped.append(Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], d.score, "shape"))
-    return {"model": shapes, "snap": snapped, "hybrid": hybrid_shapes(gray, snapped)}, strokes
+    return {mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES}, strokes
 
 
 def _as_results(dets, image_id):

@@ -113,6 +113,17 @@ def hybrid_shapes(gray, model_shapes, confident=0.7, same=0.8):
     return out
 
 
+def refine_shapes(gray, shapes: list[Detection], mode: str) -> list[Detection]:
+    """The network's shape detections as ``mode`` (model, snap or hybrid) makes them meet the ink."""
+    if mode == "model":
+        return list(shapes)
+    snapped = []
+    for d in shapes:
+        x0, y0, x1, y1 = snap_to_ink(gray, [d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3]])
+        snapped.append(Detection([x0, y0, x1 - x0, y1 - y0], d.score, d.category, d.style))
+    return hybrid_shapes(gray, snapped) if mode == "hybrid" else snapped
+
+
 def resolve_model_path(path) -> str:
     if os.path.isdir(path):
         cand = os.path.join(path, "best.pt")
@@ -170,14 +181,10 @@ class System1:
         dets, shapes = [], []
         for i in keep.tolist():
             b = boxes[i].tolist()
-            if cats[i] == "shape" and self.shape_mode != "model":
-                b = snap_to_ink(gray, b)
             style = names[i].split("/")[1] if "/" in names[i] else None
             d = Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], float(scores[i]), cats[i], style)
             (shapes if cats[i] == "shape" else dets).append(d)
-        if self.shape_mode == "hybrid":
-            shapes = hybrid_shapes(gray, shapes)
-        return shapes + dets
+        return refine_shapes(gray, shapes, self.shape_mode) + dets
 
 
 def draw_overlay(gray, detections, path):
