@@ -148,7 +148,8 @@ def test_profiles_and_overrides():
     quick = profiles.resolve_settings("quick", {"epochs": 3})
     assert quick["epochs"] == 3 and quick["time_budget"] is None
     pro = profiles.resolve_settings("professional")
-    assert (pro["dataset_size"], pro["image_size"], pro["backbone"], pro["epochs"]) == (10000, 416, "resnet50", 50)
+    assert (pro["dataset_size"], pro["image_size"], pro["backbone"], pro["epochs"], pro["batch_size"]) == \
+        (10000, 416, "resnet50", 50, 32)
     std = profiles.resolve_settings("standard")
     assert (std["backbone"], std["image_size"], std["epochs"], std["batch_size"]) == ("resnet18", 416, 25, 8)
     # worker counts and devices never enter a stage's config

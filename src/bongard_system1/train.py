@@ -219,34 +219,72 @@ def _dataset_signature(data_dir):
     return {"shapes_sha256": sha256_file(os.path.join(data_dir, "shapes_coco.json"))}
 
 
-def _epochs_within_budget(model, dataset, cfg, dev, steps_per_epoch, minutes):
-    """How many epochs (at most ``cfg.epochs``) fit in ``minutes``, timed on a throwaway copy of the model."""
+def _epochs_within_budget(model, loader, cfg, dev, data_dir, minutes):
+    """How many epochs (at most ``cfg.epochs``) fit in ``minutes``.
+
+    Timed on a throwaway copy of the model: a few training steps fed by the real loader (so data
+    loading counts) and one validation pass over a few images, scaled up to a whole epoch.
+    """
     import copy
-    from .data.dataset import collate
     probe = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-    idx = list(range(min(len(dataset), cfg.batch_size)))
-    images, targets = collate([dataset[i] for i in idx])
-    images = [im.to(dev) for im in images]
-    targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-    times = []
-    for _ in range(6):
-        t = time.perf_counter()
-        loss = sum(probe(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    amp_dtype, scaler = amp_settings(dev, cfg.amp)
+    times, it = [], iter(loader)
+    t = time.perf_counter()
+    for _ in range(min(8, len(loader))):
+        images, targets = next(it)
+        train_step(probe, images, targets, opt, scaler, dev, amp_dtype, cfg.grad_clip)
         if dev == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    step = sorted(times[2:])[1] * cfg.batch_size / len(idx)       # median of the warm steps
-    per_epoch = steps_per_epoch * step + min(cfg.val_images, 200) * step / cfg.batch_size * 0.6
+        now = time.perf_counter()
+        times.append(now - t)
+        t = now
+    del it
+    warm = sorted(times[3:] or times)            # the first steps start workers and tune kernels
+    step = warm[len(warm) // 2]
+    n_val = 16
+    t = time.perf_counter()
+    validation_metrics(probe.eval(), class_names(cfg.categories), ModelConfig(
+        backbone=cfg.backbone, categories=cfg.categories, image_size=cfg.image_size).to_dict(),
+        data_dir, dev, n_val)
+    val_seconds = (time.perf_counter() - t) * min(cfg.val_images, 200) / n_val
+    per_epoch = len(loader) * step + val_seconds
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
     epochs = min(cfg.epochs, fit)
     print(f"time budget {minutes:g} min: about {per_epoch / 60:.1f} min an epoch here, so {epochs} of "
           f"{cfg.epochs} epochs", file=sys.stderr)
     del probe, opt
     return epochs
+
+
+# ---------------------------------------------------------------- one step
+def amp_settings(dev, amp=True):
+    """The autocast dtype on CUDA (bf16 where supported, else fp16) and its GradScaler; None on CPU."""
+    use_amp = amp and dev == "cuda"
+    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    return amp_dtype, scaler
+
+
+def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
+    """Forward, backward (scaled for fp16), gradient clipping and an optimizer step; returns the losses.
+
+    A non-finite loss skips the update and is returned for the caller to report.
+    """
+    images = [im.to(dev, non_blocking=True) for im in images]
+    targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
+    with torch.autocast(device_type="cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        return losses, loss
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return losses, loss
 
 
 # ---------------------------------------------------------------- the loop
@@ -289,6 +327,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     torch.manual_seed(cfg.seed)
     if dev == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+    else:
+        torch.backends.cudnn.benchmark = True        # fixed input size: let cuDNN pick its kernels
     mcfg = ModelConfig(backbone=backbone, categories=categories, image_size=cfg.image_size)
     names = class_names(categories)
     model = build_model(mcfg).to(dev)
@@ -305,7 +345,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     if state is not None:
         epochs = int(state.get("planned_epochs", cfg.epochs))
     elif time_budget:
-        epochs = _epochs_within_budget(model, train_set, cfg, dev, steps_per_epoch, time_budget)
+        epochs = _epochs_within_budget(model, loader, cfg, dev, data_dir, time_budget)
     else:
         epochs = cfg.epochs
     swa_epochs = int(round(epochs * cfg.swa_fraction)) if epochs >= 4 else 0
@@ -317,9 +357,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     swa_model = AveragedModel(model) if swa_epochs else None
     swa_every = max(1, steps_per_epoch // 4)    # SWA averages a few snapshots per epoch
     swa_sched = SWALR(opt, swa_lr=peak * 0.05, anneal_epochs=1) if swa_epochs else None
-    use_amp = cfg.amp and dev == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    amp_dtype, scaler = amp_settings(dev, cfg.amp)
 
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
@@ -367,19 +405,9 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress,
                    file=sys.stderr, leave=False)
         for images, targets in bar:
-            images = [im.to(dev, non_blocking=True) for im in images]
-            targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-            with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
-                losses = model(images, targets)
-                loss = sum(losses.values())
+            losses, loss = train_step(model, images, targets, opt, scaler, dev, amp_dtype, cfg.grad_clip)
             if not torch.isfinite(loss):
                 raise System1Error(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); try a lower --lr")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
             if not in_swa:
                 sched.step()
             elif n % swa_every == swa_every - 1:

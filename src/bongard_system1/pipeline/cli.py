@@ -58,8 +58,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="loader workers (not part of any config)")
     p.add_argument("--workdir", default=".", metavar="DIR", help="work directory (default: the current directory)")
-    p.add_argument("--real-data", "--real_data", dest="real_data", default=None, metavar="FILE",
-                   help="real COCO shapes file (default: ../shared/real-bongard-logo/shapes_coco.json when it "
+    p.add_argument("--real-data", "--real_data", dest="real_data", default=None, metavar="PATH",
+                   help="real COCO shapes file or its folder (default: ../shared/real-bongard-logo/shapes_coco.json when it "
                         "exists; 'none' for no real set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

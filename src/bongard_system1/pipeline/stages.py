@@ -81,13 +81,16 @@ class Reporter:
 
 
 def resolve_real_data(value: str | None) -> str | None:
-    """The real set's shapes COCO file: ``value``, or the default when it exists; ``none`` disables."""
+    """The real set's shapes COCO file: ``value`` (the file or its folder), or the default when it
+    exists; ``none`` disables."""
     if value is not None:
         if value.lower() in ("none", "off", ""):
             return None
         path = Path(value).expanduser()
+        if path.is_dir():
+            path = path / "shapes_coco.json"
         if not path.is_file():
-            raise System1Error(f"real data file not found: {value}")
+            raise System1Error(f"real data file not found: {path}")
         return str(path.resolve())
     path = Path(DEFAULT_REAL_DATA)
     return str(path.resolve()) if path.is_file() else None

@@ -1,0 +1,89 @@
+"""Training throughput (images/s) of detector settings, measured side by side in one run.
+
+    python benchmarks/train_speed.py --data DATASET [--configs resnet18:320:8,resnet50:416:8] \
+        [--steps 20] [--warmup 5] [--device auto] [--workers N] [--out results/train_speed.json]
+
+Each config is ``backbone:image_size:batch_size``. The timed loop is the trainer's own step
+(``bongard_system1.train.train_step``: data loading with augmentation, mixed precision on CUDA,
+gradient clipping, AdamW), after ``--warmup`` untimed steps.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from bongard_system1.data.dataset import DetectionDataset, collate
+from bongard_system1.model import ModelConfig, build_model
+from bongard_system1.train import amp_settings, resolve_device, train_step
+
+
+def measure(data, backbone, size, batch, steps, warmup, dev, workers):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone=backbone, image_size=size)).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    amp_dtype, scaler = amp_settings(dev)
+    ds = DetectionDataset(data, size, "all", split="train", augment=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate,
+                                         num_workers=workers, pin_memory=dev == "cuda",
+                                         persistent_workers=workers > 0)
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    done, t0 = 0, None
+    while done < warmup + steps:
+        for images, targets in loader:
+            if done == warmup:
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            train_step(model, images, targets, opt, scaler, dev, amp_dtype, 10.0)
+            done += 1
+            if done >= warmup + steps:
+                break
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    row = {"backbone": backbone, "image_size": size, "batch_size": batch, "device": dev,
+           "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off", "steps": steps,
+           "images_per_s": round(steps * batch / seconds, 1)}
+    if dev == "cuda":
+        row["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="a dataset folder written by system1 generate")
+    ap.add_argument("--configs", default="resnet18:320:8,resnet18:416:8,resnet50:416:8")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--workers", type=int, default=None, help="loader workers (default: 0 on CPU, 8 on CUDA)")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    dev = resolve_device(a.device)
+    workers = a.workers if a.workers is not None else (0 if dev == "cpu" else min(8, os.cpu_count() or 1))
+    if dev == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    else:
+        torch.backends.cudnn.benchmark = True
+    rows = []
+    for spec in a.configs.split(","):
+        backbone, size, batch = spec.split(":")
+        row = measure(a.data, backbone, int(size), int(batch), a.steps, a.warmup, dev, workers)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    info = {"device_name": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+            "torch": torch.__version__, "cpu_count": os.cpu_count(), "loader_workers": workers, "results": rows}
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(info, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
