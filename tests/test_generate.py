@@ -159,3 +159,44 @@ def test_a_deleted_image_is_reported_on_rerun(tmp_path):
     proc = run_cli("generate", "--out", out, "--num-images", 40, "--image-size", 64, "--seed", 2, "--workers", 2)
     assert proc.returncode == 2 and "000017.png is missing or unreadable" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _interrupted(out, num_images, monkeypatch, after_chunks=1):
+    """Start a one-worker run in-process and stop it (as a kill would) after ``after_chunks`` chunks."""
+    from bongard_system1.data import generate as gen
+    real, calls = gen._work_chunk, []
+
+    def stop_after(job):
+        if len(calls) >= after_chunks:
+            raise KeyboardInterrupt
+        calls.append(job[1])
+        return real(job)
+
+    monkeypatch.setattr(gen, "_work_chunk", stop_after)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(out, num_images, 64, seed=3, workers=1, progress=False, quiet=True)
+    monkeypatch.setattr(gen, "_work_chunk", real)
+    assert (out / ".parts" / "chunk_00000.json").exists() and not (out / "shapes_coco.json").exists()
+
+
+def test_an_image_lost_while_interrupted_is_redrawn_with_its_chunk(tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    generate_dataset(ref, 40, 64, seed=3, workers=1, progress=False, quiet=True)
+    out = tmp_path / "ds"
+    _interrupted(out, 40, monkeypatch)
+    (out / "images" / "000003.png").unlink()          # from the chunk finished before the interruption
+    (out / "images" / "000005.png").write_bytes(b"\x89PNG")   # and one cut short
+    proc = run_cli("generate", "--out", out, "--num-images", 40, "--image-size", 64, "--seed", 3, "--workers", 1,
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert tree_digest(out) == tree_digest(ref)
+
+
+def test_a_corrupt_part_file_is_redrawn_and_the_result_is_unchanged(tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    generate_dataset(ref, 40, 64, seed=3, workers=1, progress=False, quiet=True)
+    out = tmp_path / "ds"
+    _interrupted(out, 40, monkeypatch)
+    (out / ".parts" / "chunk_00000.json").write_text('[{"index": 0, "pen')     # torn write
+    generate_dataset(out, 40, 64, seed=3, workers=2, progress=False, quiet=True)
+    assert tree_digest(out) == tree_digest(ref)

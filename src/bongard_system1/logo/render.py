@@ -34,47 +34,64 @@ class Rendering:
     stroke_boxes: list           # per shape, per action: [x, y, w, h] or None
 
 
-def _to_pixels(points, size, span):
+def _to_pixels(points, size, span, origin=(0.0, 0.0)):
+    """Turtle points (relative to ``origin``) to pixel coordinates of a ``size`` image."""
     s = size / span
     cx, cy = CANVAS_CENTER
-    pts = np.asarray(points, dtype=np.float64)
-    px = (pts[:, 0] - cx) * s + size / 2.0 - 0.5
-    py = (cy - pts[:, 1]) * s + size / 2.0 - 0.5
-    return np.stack([px, py], axis=1)
+    pts = np.array(points, dtype=np.float64).reshape(-1, 2)
+    pts[:, 0] += origin[0] - cx
+    pts[:, 0] *= s
+    pts[:, 0] += size / 2.0 - 0.5
+    pts[:, 1] = (cy - origin[1] - pts[:, 1]) * s + (size / 2.0 - 0.5)
+    return pts
+
+
+def _clear_fringe(canvas):
+    """Drop the faint anti-aliasing fringe (darkness <= INK_FLOOR), in place."""
+    cv2.threshold(canvas, INK_FLOOR, 255, cv2.THRESH_TOZERO, dst=canvas)
 
 
 def _ink_box(canvas, ox, oy):
-    rows = np.flatnonzero(canvas.any(axis=1))
-    if rows.size == 0:
+    x, y, w, h = cv2.boundingRect(canvas)        # of the non-zero pixels
+    if w == 0:
         return None
-    cols = np.flatnonzero(canvas.any(axis=0))
-    return [int(ox + cols[0]), int(oy + rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+    return [int(ox + x), int(oy + y), int(w), int(h)]
 
 
 class _Pieces:
-    """The pixel geometry of one stroke: polylines and stamps, ready for OpenCV."""
+    """The pixel geometry of one stroke, ready for OpenCV: its polylines and stamps as fixed-point
+    (``_SHIFT`` bits) int32 points in one array, converted from turtle space in one go."""
 
-    def __init__(self, trace, size, span):
-        self.lines = [_to_pixels(p, size, span) for p in trace.polylines if len(p) >= 2]
-        self.stamps = [_to_pixels(p, size, span) for p in trace.stamps]
+    def __init__(self, trace, size, span, origin):
+        lines = [p for p in trace.polylines if len(p) >= 2]
+        stamps = trace.stamp_polygons()
+        self.n_lines = len(lines)
+        self.fixed = None
+        if not lines and not len(stamps):
+            return
+        pts = _to_pixels([q for seq in lines for q in seq], size, span, origin)
+        if len(stamps):
+            pts = np.concatenate([pts, _to_pixels(stamps.reshape(-1, 2), size, span, origin)])
+        self.lo, self.hi = pts.min(axis=0), pts.max(axis=0)
+        self.fixed = np.round(pts * _ONE).astype(np.int32)
+        lens = [len(seq) for seq in lines] + [stamps.shape[1]] * len(stamps)
+        ends = np.cumsum(lens).tolist()
+        self.spans = list(zip([0] + ends[:-1], ends))
 
     def bounds(self):
-        arrs = self.lines + self.stamps
-        if not arrs:
-            return None
-        allp = np.concatenate(arrs)
-        return allp.min(axis=0), allp.max(axis=0)
+        return None if self.fixed is None else (self.lo, self.hi)
 
-
-def _draw(canvas, pieces: _Pieces, ox, oy, pen_px, outline_px):
-    off = np.array([ox, oy])
-    for line in pieces.lines:
-        pts = np.round((line - off) * _ONE).astype(np.int32)
-        cv2.polylines(canvas, [pts], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
-    for stamp in pieces.stamps:
-        pts = np.round((stamp - off) * _ONE).astype(np.int32)
-        cv2.fillPoly(canvas, [pts], 0, cv2.LINE_AA, _SHIFT)
-        cv2.polylines(canvas, [pts], True, 255, outline_px, cv2.LINE_AA, _SHIFT)
+    def draw(self, canvas, ox, oy, pen_px, outline_px):
+        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline."""
+        if self.fixed is None:
+            return
+        pts = self.fixed - np.array([ox << _SHIFT, oy << _SHIFT], np.int32)
+        parts = [pts[a:b] for a, b in self.spans]
+        if self.n_lines:
+            cv2.polylines(canvas, parts[:self.n_lines], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
+        for stamp in parts[self.n_lines:]:
+            cv2.fillPoly(canvas, [stamp], 0, cv2.LINE_AA, _SHIFT)
+            cv2.polylines(canvas, [stamp], True, 255, outline_px, cv2.LINE_AA, _SHIFT)
 
 
 def _roi(bounds, pad, size):
@@ -99,7 +116,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
     pad = pen_px + outline_px + 2
     shape_boxes, stroke_boxes = [], []
     for shape in shapes:
-        pieces = [_Pieces(tr, size, span) for tr in trace_shape(shape, magnify=magnify)]
+        pieces = [_Pieces(tr, size, span, shape.start) for tr in trace_shape(shape, magnify=magnify)]
         bounds = [p.bounds() for p in pieces]
         present = [b for b in bounds if b is not None]
         if not present:
@@ -115,8 +132,8 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
             continue
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for p in pieces:
-            _draw(canvas, p, x0, y0, pen_px, outline_px)
-        canvas[canvas <= INK_FLOOR] = 0
+            p.draw(canvas, x0, y0, pen_px, outline_px)
+        _clear_fringe(canvas)
         np.maximum(dark[y0:y1, x0:x1], canvas, out=dark[y0:y1, x0:x1])
         if not with_boxes:
             continue
@@ -131,8 +148,8 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
                 boxes.append(None)
                 continue
             c = np.zeros((sy1 - sy0, sx1 - sx0), np.uint8)
-            _draw(c, p, sx0, sy0, pen_px, outline_px)
-            c[c <= INK_FLOOR] = 0
+            p.draw(c, sx0, sy0, pen_px, outline_px)
+            _clear_fringe(c)
             boxes.append(_ink_box(c, sx0, sy0))
         stroke_boxes.append(boxes)
     return Rendering(image=255 - dark, shape_boxes=shape_boxes, stroke_boxes=stroke_boxes)

@@ -15,6 +15,8 @@ same images.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from itertools import chain
 
 import numpy as np
 
@@ -176,33 +178,45 @@ def basic(rng):
 
 # ---------------------------------------------------------------- placement
 def _extent(shape: PlacedShape):
-    pts = [p for tr in trace_shape(shape) for seq in (tr.polylines + tr.stamps) for p in seq]
-    if not pts:
+    """The (lo, hi) corners of everything the shape draws, relative to its start point, or None."""
+    traces = trace_shape(shape)
+    parts = [a.reshape(-1, 2) for a in (tr.stamp_polygons() for tr in traces) if a.size]
+    lines = [seq for tr in traces for seq in tr.polylines]
+    if lines:
+        parts.append(np.fromiter(chain.from_iterable(chain.from_iterable(lines)), np.float64).reshape(-1, 2))
+    if not parts:
         return None
-    a = np.asarray(pts)
+    a = np.concatenate(parts) if len(parts) > 1 else parts[0]
     return a.min(axis=0), a.max(axis=0)
 
 
 def _place(rng, actions, name, scale_range, others, touch):
+    """A placement of ``actions`` inside the canvas (and, unless ``touch``, clear of ``others``).
+
+    Each scale and orientation is traced once; start points are then tried by moving its extent
+    (the trace does not depend on the start). The scale shrinks a little with every new try.
+    """
     lo_s, hi_s = scale_range
-    for attempt in range(60):
-        scale = float(rng.uniform(lo_s, hi_s)) * (0.97 ** attempt)
-        if others and not touch:
-            start = tuple(rng.uniform(-300.0, 300.0, 2))
-        else:
-            radius, theta = float(rng.uniform(0, 250.0)), float(rng.uniform(0, 2 * math.pi))
-            start = (radius * math.cos(theta), radius * math.sin(theta))
-        shape = PlacedShape(tuple(actions), start, float(rng.uniform(0.0, 360.0)), scale, name)
+    margin = 6.0
+    for attempt in range(30):
+        scale = float(rng.uniform(lo_s, hi_s)) * (0.94 ** attempt)
+        shape = PlacedShape(tuple(actions), (0.0, 0.0), float(rng.uniform(0.0, 360.0)), scale, name)
         ext = _extent(shape)
         if ext is None:
             return None
-        lo, hi = ext
-        margin = 6.0
-        if lo.min() < -CANVAS_LIMIT + margin or hi.max() > CANVAS_LIMIT - margin:
-            continue
-        if others and not touch and any(_overlap(lo, hi, o) for o in others):
-            continue
-        return shape, (lo, hi)
+        rlo, rhi = ext
+        for _ in range(6):
+            if others and not touch:
+                start = rng.uniform(-300.0, 300.0, 2)
+            else:
+                radius, theta = float(rng.uniform(0, 250.0)), float(rng.uniform(0, 2 * math.pi))
+                start = np.array([radius * math.cos(theta), radius * math.sin(theta)])
+            lo, hi = rlo + start, rhi + start
+            if lo.min() < -CANVAS_LIMIT + margin or hi.max() > CANVAS_LIMIT - margin:
+                continue
+            if others and not touch and any(_overlap(lo, hi, o) for o in others):
+                continue
+            return replace(shape, start=(float(start[0]), float(start[1]))), (lo, hi)
     return None
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .actions import Action, PlacedShape
 
 BASE_SCALE = 180.0
@@ -38,12 +40,39 @@ STAMP_POLYGONS = {
 
 @dataclass
 class StrokeTrace:
-    """What one action drew: pen polylines and stamp polygons, in turtle coordinates."""
+    """What one action drew: pen polylines and stamps, in turtle coordinates."""
 
     action: Action
-    polylines: list = field(default_factory=list)   # each a list of (x, y)
-    stamps: list = field(default_factory=list)      # each a list of (x, y), closed polygon
-    start_pose: tuple = (0.0, 0.0, 0.0)
+    polylines: list = field(default_factory=list)    # each a list of (x, y)
+    stamp_poses: list = field(default_factory=list)  # each (x, y, heading in degrees, style, size)
+    start_pose: tuple = (0.0, 0.0, 0.0)                # (x, y, heading) relative to the shape's start
+    _stamp_array: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def stamp_polygons(self) -> np.ndarray:
+        """The stamps as closed polygons, an ``(n, k, 2)`` array (computed once, vectorised)."""
+        if self._stamp_array is None:
+            self._stamp_array = _stamp_polygons(self.stamp_poses)
+        return self._stamp_array
+
+    @property
+    def stamps(self) -> list:
+        """The stamps as lists of (x, y) points."""
+        return [[tuple(p) for p in poly] for poly in self.stamp_polygons().tolist()]
+
+
+def _stamp_polygons(poses) -> np.ndarray:
+    """Stamp polygons of one stroke (all its stamps share the action's style), in drawing order."""
+    if not poses:
+        return np.zeros((0, 0, 2))
+    sel = np.array([(x, y, h, size) for x, y, h, _, size in poses], dtype=np.float64)
+    poly = np.array(STAMP_POLYGONS[poses[0][3]], dtype=np.float64)
+    r = np.radians(sel[:, 2])
+    e0, e1 = np.cos(r)[:, None], np.sin(r)[:, None]
+    size = sel[:, 3:4]
+    px, py = poly[None, :, 0], poly[None, :, 1]
+    xs = sel[:, 0:1] + size * (e1 * px + e0 * py)
+    ys = sel[:, 1:2] + size * (-e0 * px + e1 * py)
+    return np.stack([xs, ys], axis=2)
 
 
 class _Turtle:
@@ -98,11 +127,7 @@ class _Turtle:
         self.left(-w2)
 
     def stamp(self, style, size):
-        poly = STAMP_POLYGONS[style]
-        r = math.radians(self.h)
-        e0, e1 = math.cos(r), math.sin(r)
-        self.trace.stamps.append([(self.x + size * (e1 * px + e0 * py), self.y + size * (-e0 * px + e1 * py))
-                                  for px, py in poly])
+        self.trace.stamp_poses.append((self.x, self.y, self.h, style, size))
 
 
 def _count(total, unit):
@@ -202,10 +227,12 @@ def _arc(t: _Turtle, action: Action, scale: float, magnify: bool):
 def trace_shape(shape: PlacedShape, magnify: bool = True) -> list[StrokeTrace]:
     """Trace every action of a placed shape; returns one StrokeTrace per action.
 
-    The result is kept on the shape (``shape.extra``) for the same placement, so that the sampler's
-    extent check and the renderer trace a shape only once.
+    Coordinates are relative to the shape's start point (the turtle starts at (0, 0) with the
+    shape's orientation): add ``shape.start`` for canvas coordinates. The trace depends only on the
+    actions, orientation, scale and magnifier, so it is kept on the shape (``shape.extra``) for
+    those: the sampler tries many start points, and the renderer reuses the trace.
     """
-    key = (shape.start, shape.orientation, shape.scale, magnify)
+    key = (shape.orientation, shape.scale, magnify)
     cached = shape.extra.get("_trace")
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -215,7 +242,7 @@ def trace_shape(shape: PlacedShape, magnify: bool = True) -> list[StrokeTrace]:
 
 
 def _trace(shape: PlacedShape, magnify: bool) -> list[StrokeTrace]:
-    t = _Turtle(shape.start[0], shape.start[1], shape.orientation)
+    t = _Turtle(0.0, 0.0, shape.orientation)
     out = []
     for action in shape.actions:
         t.left(action.turn_degrees)
