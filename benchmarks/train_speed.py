@@ -3,9 +3,10 @@
     python benchmarks/train_speed.py --data DATASET [--configs resnet18:320:8,resnet50:416:8] \
         [--steps 20] [--warmup 5] [--device auto] [--workers N] [--out results/train_speed.json]
 
-Each config is ``backbone:image_size:batch_size``. The timed loop is the trainer's own step
-(``bongard_system1.train.train_step``: data loading with augmentation, mixed precision on CUDA,
-gradient clipping, AdamW), after ``--warmup`` untimed steps.
+Each config is ``backbone:image_size:batch_size[:fp32]``; ``:fp32`` turns mixed precision off. The
+timed loop is the trainer's own step (``bongard_system1.train.train_step``: data loading with
+augmentation, mixed precision where the trainer uses it (CUDA, or a CPU with AMX), gradient
+clipping, AdamW), after ``--warmup`` untimed steps.
 """
 
 import argparse
@@ -21,11 +22,11 @@ from bongard_system1.model import ModelConfig, build_model
 from bongard_system1.train import amp_settings, resolve_device, train_step
 
 
-def measure(data, backbone, size, batch, steps, warmup, dev, workers):
+def measure(data, backbone, size, batch, steps, warmup, dev, workers, amp=True):
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, image_size=size)).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp_dtype, scaler = amp_settings(dev)
+    amp_dtype, scaler = amp_settings(dev, amp)
     ds = DetectionDataset(data, size, "all", split="train", augment=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate,
                                          num_workers=workers, pin_memory=dev == "cuda",
@@ -72,8 +73,9 @@ def main():
         torch.backends.cudnn.benchmark = True
     rows = []
     for spec in a.configs.split(","):
-        backbone, size, batch = spec.split(":")
-        row = measure(a.data, backbone, int(size), int(batch), a.steps, a.warmup, dev, workers)
+        backbone, size, batch, *rest = spec.split(":")
+        row = measure(a.data, backbone, int(size), int(batch), a.steps, a.warmup, dev, workers,
+                      amp=rest != ["fp32"])
         print(json.dumps(row), flush=True)
         rows.append(row)
     info = {"device_name": torch.cuda.get_device_name() if dev == "cuda" else "cpu",

@@ -163,3 +163,35 @@ def test_bad_checkpoint_and_missing_data_give_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
     assert proc.returncode == 2 and "generate a dataset first" in proc.stderr
+
+
+def test_a_time_budget_cuts_the_planned_epochs_and_resume_keeps_the_plan(data, tmp_path, capsys):
+    out = tmp_path / "tb"
+    # a budget far below one epoch of 30 training images at 128 px still trains one epoch
+    res = train_detector(data, out, epochs=50, batch_size=4, image_size=128, progress=False, time_budget=0.001)
+    err = capsys.readouterr().err
+    assert "time budget 0.001 min" in err and "so 1 of 50 epochs" in err
+    assert res["planned_epochs"] == 1 and res["epochs_done"] == 1
+    # the same command again: finished, the plan comes from the checkpoint, no new epoch
+    again = train_detector(data, out, epochs=50, batch_size=4, image_size=128, progress=False, time_budget=0.001)
+    assert again["planned_epochs"] == 1 and len(again["history"]) == 1
+
+
+def test_mixed_precision_on_cpu_only_with_bf16_matrix_units(monkeypatch):
+    from bongard_system1 import train
+    monkeypatch.setattr(train, "cpu_has_bf16_matrix_units", lambda: False)
+    dtype, scaler = train.amp_settings("cpu")
+    assert dtype is None and not scaler.is_enabled()
+    monkeypatch.setattr(train, "cpu_has_bf16_matrix_units", lambda: True)
+    dtype, scaler = train.amp_settings("cpu")
+    assert dtype == torch.bfloat16 and not scaler.is_enabled()
+    assert train.amp_settings("cpu", amp=False)[0] is None
+
+
+def test_head_outputs_stay_float32_under_bf16_autocast():
+    from bongard_system1.model import ModelConfig, build_model
+    model = build_model(ModelConfig(image_size=64)).eval()
+    feats = [torch.rand(1, 128, s, s) for s in (8, 4, 2, 1, 1)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.head(feats)
+    assert all(v.dtype == torch.float32 for v in out.values())

@@ -78,7 +78,14 @@ def build_model(cfg: ModelConfig) -> FCOS:
     # AdamW kills it in the first steps (GIoU loss stuck at 1.0, measured); a bias of 1 (boxes one
     # anchor size across) keeps it alive.
     nn.init.constant_(model.head.regression_head.bbox_reg.bias, 1.0)
+    # Under bf16/fp16 autocast, the head's outputs go on in fp32: box decoding, the GIoU and focal
+    # losses and the centerness are computed at full precision.
+    model.head.register_forward_hook(_outputs_to_float32)
     return model.to(memory_format=torch.channels_last)
+
+
+def _outputs_to_float32(module, inputs, outputs):
+    return {k: v.float() for k, v in outputs.items()}
 
 
 def model_state(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":

@@ -258,11 +258,29 @@ def _epochs_within_budget(model, loader, cfg, dev, data_dir, minutes):
 
 
 # ---------------------------------------------------------------- one step
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX), where bf16 autocast pays."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
 def amp_settings(dev, amp=True):
-    """The autocast dtype on CUDA (bf16 where supported, else fp16) and its GradScaler; None on CPU."""
-    use_amp = amp and dev == "cuda"
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    """The autocast dtype and a GradScaler for mixed precision, or (None, disabled scaler).
+
+    CUDA: bf16 where supported, else fp16 with loss scaling. CPU: bf16 only on CPUs with AMX
+    (measured on one: ResNet-18 FCOS training 2.2x faster than fp32 at 320 px, 2.5x at 416 px);
+    elsewhere fp32, as bf16 without matrix units is not expected to pay (not measured).
+    """
+    if not amp:
+        amp_dtype = None
+    elif dev == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        amp_dtype = torch.bfloat16 if cpu_has_bf16_matrix_units() else None
+    scaler = torch.amp.GradScaler("cuda", enabled=dev == "cuda" and amp_dtype == torch.float16)
     return amp_dtype, scaler
 
 
@@ -273,7 +291,7 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
     """
     images = [im.to(dev, non_blocking=True) for im in images]
     targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
-    with torch.autocast(device_type="cuda", dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
+    with torch.autocast(device_type=dev, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         losses = model(images, targets)
         loss = sum(losses.values())
     if not torch.isfinite(loss):
@@ -358,6 +376,9 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     swa_every = max(1, steps_per_epoch // 4)    # SWA averages a few snapshots per epoch
     swa_sched = SWALR(opt, swa_lr=peak * 0.05, anneal_epochs=1) if swa_epochs else None
     amp_dtype, scaler = amp_settings(dev, cfg.amp)
+    if dev == "cpu" and cfg.amp and amp_dtype is None and state is None:
+        print("note: this CPU has no bf16 matrix units (AMX), so training runs in fp32, about 2.5x slower "
+              "than the profiles' CPU timings (measured on an AMX CPU)", file=sys.stderr)
 
     start_epoch, history, best = 0, [], -1.0
     if state is not None:

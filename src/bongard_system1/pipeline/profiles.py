@@ -31,10 +31,11 @@ PROFILES: dict[str, dict] = {
         "lr": None, "time_budget": None,
         "real_max_images": 8, "workers": 0,
     },
-    # The CPU recipe: a useful model in at most 60 minutes on 2 cores (measured: about 9 minutes an epoch).
+    # The CPU recipe: a useful model in at most 60 minutes on 2 cores. On a CPU with AMX the trainer
+    # uses bf16 autocast (9.0 images/s at 416 px here, against 3.6 in fp32), so 6 epochs at 416 px fit.
     "quick": {
-        "dataset_size": 4000, "image_size": 320, "val_fraction": 0.1, "max_shapes": 3,
-        "backbone": "resnet18", "categories": "all", "epochs": 5, "batch_size": 8,
+        "dataset_size": 4000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
+        "backbone": "resnet18", "categories": "all", "epochs": 6, "batch_size": 8,
         "lr": None, "time_budget": None,
         "real_max_images": None, "workers": None,
     },
