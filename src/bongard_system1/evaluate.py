@@ -162,7 +162,7 @@ def _style_block(gt_anns, detections, style_on: bool) -> dict:
     if not style_on:
         return {"style_accuracy": None, "style_matched": 0}
     # only annotations that have a style (stroke categories) take part: shapes have none
-    pairs = [(g, d) for g, d in style_matches([a for a in gt_anns if a.get("style") is not None], detections)]
+    pairs = style_matches([a for a in gt_anns if a.get("style") is not None], detections)
     per_style = defaultdict(lambda: [0, 0])
     for g, d in pairs:
         per_style[g][0] += int(g == d)

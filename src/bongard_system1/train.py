@@ -219,7 +219,7 @@ def _dataset_signature(data_dir):
     return {"shapes_sha256": sha256_file(os.path.join(data_dir, "shapes_coco.json"))}
 
 
-def _epochs_within_budget(model, loader, cfg, dev, data_dir, minutes):
+def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minutes):
     """How many epochs (at most ``cfg.epochs``) fit in ``minutes``.
 
     Timed on a throwaway copy of the model: a few training steps fed by the real loader (so data
@@ -244,9 +244,7 @@ def _epochs_within_budget(model, loader, cfg, dev, data_dir, minutes):
     step = warm[len(warm) // 2]
     n_val = 16
     t = time.perf_counter()
-    validation_metrics(probe.eval(), class_names(cfg.categories), ModelConfig(
-        backbone=cfg.backbone, categories=cfg.categories, image_size=cfg.image_size).to_dict(),
-        data_dir, dev, n_val)
+    validation_metrics(probe.eval(), names, mcfg.to_dict(), data_dir, dev, n_val)
     val_seconds = (time.perf_counter() - t) * min(cfg.val_images, 200) / n_val
     per_epoch = len(loader) * step + val_seconds
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
@@ -363,7 +361,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     if state is not None:
         epochs = int(state.get("planned_epochs", cfg.epochs))
     elif time_budget:
-        epochs = _epochs_within_budget(model, loader, cfg, dev, data_dir, time_budget)
+        epochs = _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, time_budget)
     else:
         epochs = cfg.epochs
     swa_epochs = int(round(epochs * cfg.swa_fraction)) if epochs >= 4 else 0

@@ -151,7 +151,8 @@ class _Assembler:
     def __init__(self, params):
         self.params = params
         self.vals = val_ids(params["num_images"], params["seed"], params["val_fraction"])
-        self.images, self.shape_anns, self.stroke_anns, self.png_bytes = [], [], [], {}
+        self.images, self.shape_anns, self.stroke_anns = [], [], []
+        self.written = []          # {index, png_bytes} of every image, for the final check
 
     def add(self, records):
         size = self.params["image_size"]
@@ -159,7 +160,7 @@ class _Assembler:
         for rec in records:
             i = rec["index"]
             image_id = i + 1
-            self.png_bytes[_image_name(i)] = rec.get("png_bytes")
+            self.written.append({"index": i, "png_bytes": rec.get("png_bytes")})
             self.images.append({"id": image_id, "file_name": _image_name(i), "width": size, "height": size,
                                 "split": "val" if i in self.vals else "train", "num_shapes": len(rec["shapes"]),
                                 "pen_width": rec["pen_width"]})
@@ -217,18 +218,6 @@ def _first_missing(out, records):
         if rec.get("png_bytes") is not None and size != rec["png_bytes"]:
             return path
     return None
-
-
-def _check_written(out, png_bytes):
-    """After a generation run: every image file is there with the size its worker wrote and read back."""
-    for name, size in png_bytes.items():
-        path = os.path.join(out, name)
-        try:
-            actual = os.stat(path).st_size
-        except OSError:
-            raise System1Error(f"dataset check failed: image {path} is missing")
-        if size is not None and actual != size:
-            raise System1Error(f"dataset check failed: image {path} has {actual} bytes, {size} were written")
 
 
 def _unreadable(job):
@@ -335,7 +324,9 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     n_img, n_shapes, n_strokes, n_val = assembler.write(out)
     if n_img != params["num_images"]:
         raise System1Error(f"dataset check failed: {n_img} image records, expected {params['num_images']}")
-    _check_written(out, assembler.png_bytes)
+    bad = _first_missing(out, assembler.written)      # every image there, with the size that was written
+    if bad:
+        raise System1Error(f"dataset check failed: image {bad} is missing or not the size that was written")
     counts = {"images": n_img, "shapes": n_shapes, "strokes": n_strokes}
     manifest = {"params": params, "status": "complete", "num_images": n_img, "num_train": n_img - n_val,
                 "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,

@@ -54,11 +54,6 @@ class StrokeTrace:
             self._stamp_array = _stamp_polygons(self.stamp_poses)
         return self._stamp_array
 
-    @property
-    def stamps(self) -> list:
-        """The stamps as lists of (x, y) points."""
-        return [[tuple(p) for p in poly] for poly in self.stamp_polygons().tolist()]
-
 
 def _stamp_polygons(poses) -> np.ndarray:
     """Stamp polygons of one stroke (all its stamps share the action's style), in drawing order."""

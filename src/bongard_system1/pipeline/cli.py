@@ -156,13 +156,10 @@ def dispatch(args) -> int:
     return 0
 
 
-_guarded = run_guarded
-
-
 def main(argv=None) -> int:
     """``python train_system1_checkpointed.py ...``: every System1Error becomes one line, exit 2."""
     args = build_parser().parse_args(argv)
-    return _guarded(dispatch, args)
+    return run_guarded(dispatch, args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +209,8 @@ def validate_main(argv=None) -> int:
                      "Exit status 0 only when every target is met.")
     args = p.parse_args(argv)
     if args.status or args.reset:
-        return _guarded(dispatch, args)
-    return _guarded(_validate, args)
+        return run_guarded(dispatch, args)
+    return run_guarded(_validate, args)
 
 
 def _validate(args) -> int:
