@@ -3,7 +3,8 @@ action program and placement, and compare boxes with the real ones.
 
     python benchmarks/fidelity.py [--real ../shared/real-bongard-logo/shapes_coco.json]
 
-Goal: median shape-box IoU >= 0.95 and 10th percentile >= 0.85.
+Goal: median shape-box IoU >= 0.95 and 10th percentile >= 0.85. Also reported: the ink of each stroke
+style relative to plain lines, ours over real, at 416 and 512 px (1.0 = same; goal: 0.8-1.25).
 """
 
 import argparse
@@ -11,7 +12,7 @@ import json
 import os
 import sys
 
-from bongard_system1.logo.fidelity import fidelity_report
+from bongard_system1.logo.fidelity import fidelity_report, ink_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT = os.path.join(HERE, "..", "..", "shared", "real-bongard-logo", "shapes_coco.json")
@@ -25,10 +26,16 @@ def main():
         print(f"error: real set not found: {a.real}", file=sys.stderr)
         return 2
     rep = fidelity_report(a.real)
+    rep["ink"] = [ink_report(a.real, size) for size in (416, 512)]
     print(json.dumps(rep, indent=1))
     ok = rep["shapes"]["median"] >= 0.95 and rep["shapes"]["p10"] >= 0.85
     print(f"shapes: median IoU {rep['shapes']['median']:.4f} (goal 0.95), p10 {rep['shapes']['p10']:.4f} (goal 0.85)"
           f" -> {'met' if ok else 'NOT met'}")
+    for ink in rep["ink"]:
+        within = all(0.8 <= r <= 1.25 for r in ink["ratio"].values())
+        ok = ok and within
+        print(f"ink relative to plain lines at {ink['size']} px, ours/real: "
+              + ", ".join(f"{s} {r:.3f}" for s, r in ink["ratio"].items()) + f" -> {'met' if within else 'NOT met'}")
     return 0 if ok else 1
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from bongard_system1.errors import System1Error
 from bongard_system1.logo import Action, PlacedShape, format_action, parse_action, parse_program
-from bongard_system1.logo.fidelity import fidelity_report
+from bongard_system1.logo.fidelity import fidelity_report, ink_report
 from bongard_system1.logo.render import render
 from bongard_system1.logo.sample import sample_image
 
@@ -52,6 +52,15 @@ def test_rerendered_real_shapes_match_real_boxes(real_dir):
     assert rep["shapes"]["n"] == 1302
     assert rep["shapes"]["median"] >= 0.95 and rep["shapes"]["p10"] >= 0.85
     assert rep["strokes"]["median"] >= 0.9
+
+
+def test_stamped_strokes_carry_real_ink_at_training_size(real_dir):
+    # A whole-pixel stamp outline gave stamps about half the real ink (relative to plain lines) at 416 px,
+    # and the detector then read real triangle stamps as zigzags.
+    rep = ink_report(real_dir / "shapes_coco.json", 416)
+    assert rep["images"] == 896
+    for style in ("zigzag", "circle", "square", "triangle"):
+        assert 0.8 <= rep["ratio"][style] <= 1.25, (style, rep["ratio"])
 
 
 def _check_tight(img, shape_boxes):

@@ -23,6 +23,13 @@ CANVAS_SPAN = 783.5      # turtle units across the exported image (fitted to rea
 CANVAS_CENTER = (-2.0, 2.5)  # turtle point at the image centre (fitted likewise)
 PEN_WIDTH = 8.0          # turtle units (the original pen size)
 INK_FLOOR = 128          # faint anti-aliasing fringe (darkness <= this) is cleared, as in real images
+# A stamp's outline is STAMP_OUTLINE turtle units wide: 1.33 px at 416, 1.63 px at 512. It is drawn as
+# a 1-px core at full darkness inside a 2-px band whose darkness grows with that width, from 0 at
+# STAMP_BAND_PX[0] to 255 at STAMP_BAND_PX[1] px. Fitted so that stamped strokes carry the same ink,
+# relative to plain lines, as in real images at 416 px (real images resized) and at 512 px
+# (``fidelity_report``'s ``ink`` section measures it); a whole-pixel outline gave them about half
+# the real ink at 416 px and 1.2x at 512 px.
+STAMP_BAND_PX = (0.71, 1.85)
 _SHIFT = 4               # OpenCV sub-pixel bits
 _ONE = 1 << _SHIFT
 
@@ -32,6 +39,7 @@ class Rendering:
     image: np.ndarray            # HxW uint8, 255 white paper, 0 black ink
     shape_boxes: list            # per shape: [x, y, w, h] or None when no ink is visible
     stroke_boxes: list           # per shape, per action: [x, y, w, h] or None
+    stroke_ink: list | None = None  # with_ink: per shape, per action, summed darkness drawn alone
 
 
 def _to_pixels(points, size, span, origin=(0.0, 0.0)):
@@ -81,8 +89,9 @@ class _Pieces:
     def bounds(self):
         return None if self.fixed is None else (self.lo, self.hi)
 
-    def draw(self, canvas, ox, oy, pen_px, outline_px):
-        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline."""
+    def draw(self, canvas, ox, oy, pen_px, band):
+        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline
+        (``band``: the darkness of the outline's 2-px band, see ``STAMP_BAND_PX``)."""
         if self.fixed is None:
             return
         pts = self.fixed - np.array([ox << _SHIFT, oy << _SHIFT], np.int32)
@@ -91,7 +100,9 @@ class _Pieces:
             cv2.polylines(canvas, parts[:self.n_lines], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
         for stamp in parts[self.n_lines:]:
             cv2.fillPoly(canvas, [stamp], 0, cv2.LINE_AA, _SHIFT)
-            cv2.polylines(canvas, [stamp], True, 255, outline_px, cv2.LINE_AA, _SHIFT)
+            if band:
+                cv2.polylines(canvas, [stamp], True, band, 2, cv2.LINE_AA, _SHIFT)
+            cv2.polylines(canvas, [stamp], True, 255, 1, cv2.LINE_AA, _SHIFT)
 
 
 def _roi(bounds, pad, size):
@@ -107,14 +118,22 @@ def pen_pixels(pen_width: float, size: int, span: float = CANVAS_SPAN) -> int:
     return max(1, int(round(pen_width * size / span)))
 
 
+def stamp_band_darkness(size: int, span: float = CANVAS_SPAN) -> int:
+    """Darkness of the 2-px band around a stamp outline's 1-px core at this image size."""
+    lo, hi = STAMP_BAND_PX
+    width = STAMP_OUTLINE * size / span
+    return int(round(255 * min(max((width - lo) / (hi - lo), 0.0), 1.0)))
+
+
 def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WIDTH,
-           magnify: bool = True, span: float = CANVAS_SPAN, with_boxes: bool = True) -> Rendering:
+           magnify: bool = True, span: float = CANVAS_SPAN, with_boxes: bool = True,
+           with_ink: bool = False) -> Rendering:
     """Draw placed shapes on a ``size`` x ``size`` image and measure each shape's and stroke's ink."""
     dark = np.zeros((size, size), np.uint8)
     pen_px = pen_pixels(pen_width, size, span)
-    outline_px = max(1, int(round(STAMP_OUTLINE * size / span)))
-    pad = pen_px + outline_px + 2
-    shape_boxes, stroke_boxes = [], []
+    band = stamp_band_darkness(size, span)
+    pad = pen_px + 4
+    shape_boxes, stroke_boxes, stroke_ink = [], [], []
     for shape in shapes:
         pieces = [_Pieces(tr, size, span, shape.start) for tr in trace_shape(shape, magnify=magnify)]
         bounds = [p.bounds() for p in pieces]
@@ -122,6 +141,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
         if not present:
             shape_boxes.append(None)
             stroke_boxes.append([None] * len(pieces))
+            stroke_ink.append([0] * len(pieces))
             continue
         lo = np.min([b[0] for b in present], axis=0)
         hi = np.max([b[1] for b in present], axis=0)
@@ -129,30 +149,33 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
         if x1 <= x0 or y1 <= y0:
             shape_boxes.append(None)
             stroke_boxes.append([None] * len(pieces))
+            stroke_ink.append([0] * len(pieces))
             continue
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for p in pieces:
-            p.draw(canvas, x0, y0, pen_px, outline_px)
+            p.draw(canvas, x0, y0, pen_px, band)
         _clear_fringe(canvas)
         np.maximum(dark[y0:y1, x0:x1], canvas, out=dark[y0:y1, x0:x1])
-        if not with_boxes:
+        if not (with_boxes or with_ink):
             continue
         shape_boxes.append(_ink_box(canvas, x0, y0))
-        boxes = []
+        boxes, ink = [], []
         for p, b in zip(pieces, bounds):
-            if b is None:
-                boxes.append(None)
-                continue
-            sx0, sy0, sx1, sy1 = _roi(b, pad, size)
+            sx0, sy0, sx1, sy1 = _roi(b, pad, size) if b is not None else (0, 0, 0, 0)
             if sx1 <= sx0 or sy1 <= sy0:
                 boxes.append(None)
+                ink.append(0)
                 continue
             c = np.zeros((sy1 - sy0, sx1 - sx0), np.uint8)
-            p.draw(c, sx0, sy0, pen_px, outline_px)
+            p.draw(c, sx0, sy0, pen_px, band)
             _clear_fringe(c)
             boxes.append(_ink_box(c, sx0, sy0))
+            if with_ink:
+                ink.append(int(c.sum(dtype=np.int64)))
         stroke_boxes.append(boxes)
-    return Rendering(image=255 - dark, shape_boxes=shape_boxes, stroke_boxes=stroke_boxes)
+        stroke_ink.append(ink)
+    return Rendering(image=255 - dark, shape_boxes=shape_boxes, stroke_boxes=stroke_boxes,
+                     stroke_ink=stroke_ink if with_ink else None)
 
 
 def cli_draw(args):
