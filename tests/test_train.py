@@ -156,6 +156,27 @@ def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images
         assert all(0 <= d.bbox[0] <= big.shape[1] and 0 <= d.bbox[1] <= big.shape[0] for d in big_dets)
 
 
+def test_images_meet_the_network_at_the_test_size(run, data, tmp_path):
+    out, _ = run
+    img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
+    assert System1.load(out).test_size == 160            # 1.15 x the training size 128, rounded to 32
+    for size, expected in ((None, 160), (192, 192)):
+        system = System1.load(out, shape_mode="model", test_size=size)
+        seen = []
+        system.model.backbone.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
+        system.detect(img)
+        assert seen == [(expected, expected)]
+    with pytest.raises(System1Error, match="test size"):
+        System1.load(out, test_size=8)
+    proc = run_cli("evaluate", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "m.json",
+                   "--test-size", "128")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["test_size"] == 128
+    proc = run_cli("predict", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "p.json",
+                   "--test-size", "8")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == ["error: test size 8 is out of range (32 to 4096 px)"]
+
+
 def test_bad_checkpoint_and_missing_data_give_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -9,6 +9,8 @@ style is the best-scoring class). Shape boxes then meet the ink (``shape_mode``)
 * ``hybrid`` (default): the ink's connected components (see :mod:`baseline`) give exact boxes
   wherever the network agrees that a component is one shape; where the network sees two or more
   shapes inside one component (shapes that touch or cross), its own snapped boxes are used.
+
+Images are resized for the network to its test size (see :mod:`inference_size`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
+from .inference_size import default_test_size
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
 
@@ -138,9 +141,16 @@ def resolve_model_path(path) -> str:
 class System1:
     """A trained detector ready for inference."""
 
-    def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid"):
+    def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
+                 test_size: int | None = None):
+        """``test_size``: the size images are resized to for the network (None: the training size)."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
+        if test_size is not None and not 32 <= int(test_size) <= 4096:
+            raise System1Error(f"test size {test_size} is out of range (32 to 4096 px)")
+        self.test_size = int(test_size or model_config["image_size"])
+        model.transform.min_size = (self.test_size,)
+        model.transform.max_size = self.test_size
         self.model = model.eval()
         self.config = model_config
         self.names = names
@@ -148,11 +158,13 @@ class System1:
         self.shape_mode = shape_mode
 
     @classmethod
-    def load(cls, path, device="auto", shape_mode="hybrid") -> "System1":
+    def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None) -> "System1":
+        """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`."""
         from .train import load_checkpoint_model, resolve_device
         dev = resolve_device(device)
         model, ckpt = load_checkpoint_model(resolve_model_path(path))
-        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode)
+        size = test_size or default_test_size(ckpt["model_config"]["image_size"])
+        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size)
 
     def detect(self, image, score_threshold=0.05) -> list[Detection]:
         return self.detect_batch([image], score_threshold)[0]
@@ -223,7 +235,8 @@ def cli_predict(args):
         from .baseline import ClassicalBaseline
         detector = ClassicalBaseline()
     else:
-        detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode)
+        detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode,
+                                test_size=args.test_size)
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
+from ..inference_size import default_test_size
 
 DEFAULT_PROFILE = "quick"
 
@@ -116,5 +117,6 @@ def train_config(settings: dict) -> dict:
 
 def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> dict:
     cfg = {"categories": settings["categories"], "real_data": real_data, "real_data_sha256": real_sha,
-           "real_max_images": settings.get("real_max_images") if real_data else None}
+           "real_max_images": settings.get("real_max_images") if real_data else None,
+           "test_size": default_test_size(settings["image_size"])}
     return cfg
