@@ -85,13 +85,14 @@ def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
 SHAPE_MODES = ("hybrid", "snap", "model")
 
 
-def hybrid_shapes(gray, model_shapes, confident=0.7, same=0.8):
+def hybrid_shapes(gray, model_shapes, confident=0.6, same=0.8):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
 
     Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
     the network is confident (>= ``confident``) of two or more distinct shapes inside one component,
     those boxes replace it and the component drops to 0.25. Network boxes that no component
-    explains are kept below every component (score x 0.25).
+    explains are kept below every component (score x 0.25). ``confident`` was chosen on synthetic
+    validation images (shapes AP 0.883 at 0.7, 0.884 at 0.6, 0.870 at 0.5, 0.826 at 0.4).
     """
     from .baseline import classical_shapes
     comps = [c["bbox"] for c in classical_shapes(gray)]
