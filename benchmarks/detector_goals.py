@@ -2,7 +2,7 @@
 validation, per problem type, and CPU inference time for ResNet-18 and ResNet-50.
 
     python benchmarks/detector_goals.py --run WORKDIR/runs/quick --data WORKDIR/processed_data/quick_synthetic \
-        [--real ../shared/real-bongard-logo] [--out results/detector_goals.json]
+        [--real ../shared/real-bongard-logo] [--out results/detector_goals.json] [--test-size S]
 
 The network runs once per image; the three ways shape boxes meet the ink (model, snap, hybrid; see
 ``bongard_system1.predict``) are scored from the same outputs.

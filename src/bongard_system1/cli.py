@@ -14,6 +14,7 @@ import sys
 from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
 from .argtypes import positive_int as _positive_int
+from .argtypes import test_size_px
 from .errors import run_guarded
 
 
@@ -74,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
                    help="how shape boxes meet the ink (see the README)")
-    e.add_argument("--test-size", type=int, default=None, metavar="S",
+    e.add_argument("--test-size", type=test_size_px, default=None, metavar="S",
                    help="resize images to S px for the network (default: 1.15x the training size, "
-                        "rounded to 32)")
+                        "rounded to 32; models only, not the baseline)")
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
@@ -90,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--score-threshold", type=float, default=0.05)
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
-    r.add_argument("--test-size", type=int, default=None, metavar="S",
+    r.add_argument("--test-size", type=test_size_px, default=None, metavar="S",
                    help="resize images to S px for the network (default: 1.15x the training size, "
-                        "rounded to 32)")
+                        "rounded to 32; models only, not the baseline)")
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 
     for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),

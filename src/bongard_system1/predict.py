@@ -10,7 +10,7 @@ style is the best-scoring class). Shape boxes then meet the ink (``shape_mode``)
   wherever the network agrees that a component is one shape; where the network sees two or more
   shapes inside one component (shapes that touch or cross), its own snapped boxes are used.
 
-Images are resized for the network to its test size (see :mod:`inference_size`).
+Images are resized for the network to its test size (see :mod:`settings`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
-from .inference_size import default_test_size
+from .settings import HYBRID_CONFIDENT, TEST_SIZE_RANGE, default_test_size
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
 
@@ -85,7 +85,7 @@ def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
 SHAPE_MODES = ("hybrid", "snap", "model")
 
 
-def hybrid_shapes(gray, model_shapes, confident=0.6, same=0.8):
+def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
 
     Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
@@ -144,11 +144,14 @@ class System1:
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
                  test_size: int | None = None):
-        """``test_size``: the size images are resized to for the network (None: the training size)."""
+        """``test_size``: the size images are resized to for the network (None: the training size, as
+        in validation during training). It is set on ``model.transform``, so it holds for every user of
+        that model object; :meth:`load` gives each call its own model."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
-        if test_size is not None and not 32 <= int(test_size) <= 4096:
-            raise System1Error(f"test size {test_size} is out of range (32 to 4096 px)")
+        lo, hi = TEST_SIZE_RANGE
+        if test_size is not None and not lo <= int(test_size) <= hi:
+            raise System1Error(f"test size {test_size} is out of range ({lo} to {hi} px)")
         self.test_size = int(test_size or model_config["image_size"])
         model.transform.min_size = (self.test_size,)
         model.transform.max_size = self.test_size
@@ -164,7 +167,7 @@ class System1:
         from .train import load_checkpoint_model, resolve_device
         dev = resolve_device(device)
         model, ckpt = load_checkpoint_model(resolve_model_path(path))
-        size = test_size or default_test_size(ckpt["model_config"]["image_size"])
+        size = test_size if test_size is not None else default_test_size(ckpt["model_config"]["image_size"])
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size)
 
     def detect(self, image, score_threshold=0.05) -> list[Detection]:

@@ -35,8 +35,9 @@ from ..errors import System1Error
 from ..io_utils import write_json_atomic
 from ..logo.render import render
 from ..logo.sample import sample_image
+from ..settings import DATA_FORMAT_VERSION
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = DATA_FORMAT_VERSION     # recorded in dataset.json; see settings.py
 SHAPE_CATEGORIES = [{"id": 1, "name": "shape", "supercategory": "shape"}]
 STROKE_CATEGORIES = [{"id": 1, "name": "line", "supercategory": "stroke"},
                      {"id": 2, "name": "arc", "supercategory": "stroke"}]

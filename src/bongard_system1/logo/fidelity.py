@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..boxes import iou_xywh
+from ..errors import System1Error
 from .actions import PlacedShape, parse_program
 from .render import render
 
@@ -73,15 +74,19 @@ def ink_report(shapes_coco_path, size=512) -> dict:
         for a in anns:
             shape = PlacedShape(parse_program(a["action_program"]), tuple(a["start_coordinates"]),
                                 float(a["start_orientation"]), float(a["scaling_factor"]))
-            r = render([shape], size=size, with_boxes=False, with_ink=True)
+            r = render([shape], size=size, with_ink=True)
             for ink, s in zip(r.stroke_ink[0], a["strokes"]):
                 feat[STYLES.index(s["style"])] += ink
         rows.append(feat)
         target.append(float((255.0 - gray.astype(np.float64)).sum()))
+    if not rows:
+        raise System1Error(f"{shapes_coco_path}: no readable images with per-stroke records to compare ink with")
     x, y = np.array(rows), np.array(target)
     used = x.sum(axis=0) > 0
     k = np.zeros(len(STYLES))
     k[used] = np.linalg.lstsq(x[:, used], y, rcond=None)[0]
     out = {"size": size, "images": len(rows)}
-    out["ratio"] = {s: round(float(k[0] / k[i]), 3) for i, s in enumerate(STYLES) if used[i] and k[i] > 0}
+    # a style whose fit is not positive has no meaningful ratio: None (the benchmark counts it as failed)
+    out["ratio"] = {s: round(float(k[0] / k[i]), 3) if k[i] > 0 and k[0] > 0 else None
+                    for i, s in enumerate(STYLES) if used[i]}
     return out

@@ -27,7 +27,7 @@ INK_FLOOR = 128          # faint anti-aliasing fringe (darkness <= this) is clea
 # a 1-px core at full darkness inside a 2-px band whose darkness grows with that width, from 0 at
 # STAMP_BAND_PX[0] to 255 at STAMP_BAND_PX[1] px. Fitted so that stamped strokes carry the same ink,
 # relative to plain lines, as in real images at 416 px (real images resized) and at 512 px
-# (``fidelity_report``'s ``ink`` section measures it); a whole-pixel outline gave them about half
+# (``fidelity.ink_report`` measures it); a whole-pixel outline gave them about half
 # the real ink at 416 px and 1.2x at 512 px.
 STAMP_BAND_PX = (0.71, 1.85)
 _SHIFT = 4               # OpenCV sub-pixel bits
@@ -37,8 +37,8 @@ _ONE = 1 << _SHIFT
 @dataclass
 class Rendering:
     image: np.ndarray            # HxW uint8, 255 white paper, 0 black ink
-    shape_boxes: list            # per shape: [x, y, w, h] or None when no ink is visible
-    stroke_boxes: list           # per shape, per action: [x, y, w, h] or None
+    shape_boxes: list | None     # per shape: [x, y, w, h] or None when no ink is visible
+    stroke_boxes: list | None    # per shape, per action: [x, y, w, h] or None
     stroke_ink: list | None = None  # with_ink: per shape, per action, summed darkness drawn alone
 
 
@@ -128,7 +128,10 @@ def stamp_band_darkness(size: int, span: float = CANVAS_SPAN) -> int:
 def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WIDTH,
            magnify: bool = True, span: float = CANVAS_SPAN, with_boxes: bool = True,
            with_ink: bool = False) -> Rendering:
-    """Draw placed shapes on a ``size`` x ``size`` image and measure each shape's and stroke's ink."""
+    """Draw placed shapes on a ``size`` x ``size`` image and measure each shape's and stroke's ink.
+
+    ``with_boxes``: measure shape and stroke boxes (else both are None). ``with_ink``: also sum each
+    stroke's darkness when drawn alone (it needs that per-stroke pass, so boxes come with it)."""
     dark = np.zeros((size, size), np.uint8)
     pen_px = pen_pixels(pen_width, size, span)
     band = stamp_band_darkness(size, span)
@@ -174,8 +177,9 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
                 ink.append(int(c.sum(dtype=np.int64)))
         stroke_boxes.append(boxes)
         stroke_ink.append(ink)
-    return Rendering(image=255 - dark, shape_boxes=shape_boxes, stroke_boxes=stroke_boxes,
-                     stroke_ink=stroke_ink if with_ink else None)
+    measured = with_boxes or with_ink
+    return Rendering(image=255 - dark, shape_boxes=shape_boxes if measured else None,
+                     stroke_boxes=stroke_boxes if measured else None, stroke_ink=stroke_ink if with_ink else None)
 
 
 def cli_draw(args):

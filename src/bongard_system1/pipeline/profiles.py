@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..inference_size import default_test_size
+from ..settings import DATA_FORMAT_VERSION, HYBRID_CONFIDENT, default_test_size
 
 DEFAULT_PROFILE = "quick"
 
@@ -69,7 +69,6 @@ COMMON = {"seed": 0, "device": "auto"}
 # Keys of each stage's config (the ones that change its result).
 DATA_KEYS = ("dataset_size", "image_size", "seed", "val_fraction", "max_shapes")
 TRAIN_KEYS = ("backbone", "categories", "epochs", "batch_size", "image_size", "seed", "lr", "time_budget")
-EVAL_KEYS = ("categories", "real_data", "real_data_sha256", "real_max_images")
 
 # Phase 1 targets: (key in the summary, label, threshold).
 TARGETS = (
@@ -108,7 +107,7 @@ def resolve_settings(profile: str, overrides: dict | None = None) -> dict:
 
 
 def data_config(settings: dict) -> dict:
-    return {k: settings[k] for k in DATA_KEYS}
+    return dict({k: settings[k] for k in DATA_KEYS}, format_version=DATA_FORMAT_VERSION)
 
 
 def train_config(settings: dict) -> dict:
@@ -118,5 +117,5 @@ def train_config(settings: dict) -> dict:
 def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> dict:
     cfg = {"categories": settings["categories"], "real_data": real_data, "real_data_sha256": real_sha,
            "real_max_images": settings.get("real_max_images") if real_data else None,
-           "test_size": default_test_size(settings["image_size"])}
+           "test_size": default_test_size(settings["image_size"]), "hybrid_confident": HYBRID_CONFIDENT}
     return cfg
