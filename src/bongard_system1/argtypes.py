@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from .settings import TEST_SIZE_RANGE
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one ``error: ...`` line and exit status 2."""
@@ -33,4 +35,5 @@ non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 open_fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
 half_open_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
-test_size_px = _number(int, lambda v: 32 <= v <= 4096, "an integer from 32 to 4096")
+test_size_px = _number(int, lambda v: TEST_SIZE_RANGE[0] <= v <= TEST_SIZE_RANGE[1],
+                       "an integer from {} to {}".format(*TEST_SIZE_RANGE))

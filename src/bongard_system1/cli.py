@@ -17,6 +17,9 @@ from .argtypes import positive_int as _positive_int
 from .argtypes import test_size_px
 from .errors import run_guarded
 
+_TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
+                   "models only, not the baseline)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="system1", description="System 1 for Bongard-LOGO: generate synthetic "
@@ -75,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
                    help="how shape boxes meet the ink (see the README)")
-    e.add_argument("--test-size", type=test_size_px, default=None, metavar="S",
-                   help="resize images to S px for the network (default: 1.15x the training size, "
-                        "rounded to 32; models only, not the baseline)")
+    e.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
@@ -91,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--score-threshold", type=float, default=0.05)
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
-    r.add_argument("--test-size", type=test_size_px, default=None, metavar="S",
-                   help="resize images to S px for the network (default: 1.15x the training size, "
-                        "rounded to 32; models only, not the baseline)")
+    r.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 
     for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),

@@ -37,7 +37,6 @@ from ..logo.render import render
 from ..logo.sample import sample_image
 from ..settings import DATA_FORMAT_VERSION
 
-FORMAT_VERSION = DATA_FORMAT_VERSION     # recorded in dataset.json; see settings.py
 SHAPE_CATEGORIES = [{"id": 1, "name": "shape", "supercategory": "shape"}]
 STROKE_CATEGORIES = [{"id": 1, "name": "line", "supercategory": "stroke"},
                      {"id": 2, "name": "arc", "supercategory": "stroke"}]
@@ -51,7 +50,7 @@ PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWR
 
 def dataset_params(num_images, image_size, seed, val_fraction, max_shapes):
     """The arguments that decide the dataset's content (worker counts are not among them)."""
-    return {"format_version": FORMAT_VERSION, "num_images": int(num_images), "image_size": int(image_size),
+    return {"format_version": DATA_FORMAT_VERSION, "num_images": int(num_images), "image_size": int(image_size),
             "seed": int(seed), "val_fraction": float(val_fraction), "max_shapes": int(max_shapes)}
 
 
