@@ -23,13 +23,11 @@ CANVAS_SPAN = 783.5      # turtle units across the exported image (fitted to rea
 CANVAS_CENTER = (-2.0, 2.5)  # turtle point at the image centre (fitted likewise)
 PEN_WIDTH = 8.0          # turtle units (the original pen size)
 INK_FLOOR = 128          # faint anti-aliasing fringe (darkness <= this) is cleared, as in real images
-# A stamp's outline is STAMP_OUTLINE turtle units wide: 1.33 px at 416, 1.63 px at 512. It is drawn as
-# a 1-px core at full darkness inside a 2-px band whose darkness grows with that width, from 0 at
-# STAMP_BAND_PX[0] to 255 at STAMP_BAND_PX[1] px. Fitted so that stamped strokes carry the same ink,
-# relative to plain lines, as in real images at 416 px (real images resized) and at 512 px
-# (``fidelity.ink_report`` measures it); a whole-pixel outline gave them about half
-# the real ink at 416 px and 1.2x at 512 px.
-STAMP_BAND_PX = (0.71, 1.85)
+# A stamp's outline is STAMP_OUTLINE turtle units wide: 1.33 px at 416, 1.63 px at 512. Stamps are
+# drawn STAMP_SUPERSAMPLE times finer and area-averaged back, so that width and the white hole inside
+# keep their sub-pixel size (whole-pixel outlines gave stamped strokes half the real ink at 416 px and
+# a blurred 2-px band made real circle stamps look like our square ones; see the README).
+STAMP_SUPERSAMPLE = 4
 _SHIFT = 4               # OpenCV sub-pixel bits
 _ONE = 1 << _SHIFT
 
@@ -89,20 +87,40 @@ class _Pieces:
     def bounds(self):
         return None if self.fixed is None else (self.lo, self.hi)
 
-    def draw(self, canvas, ox, oy, pen_px, band):
-        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline
-        (``band``: the darkness of the outline's 2-px band, see ``STAMP_BAND_PX``)."""
+    def draw(self, canvas, ox, oy, pen_px, outline_px):
+        """Lines first, then each stamp in turn: a white fill (erasing what lies under it) and its
+        ``outline_px`` wide outline, drawn ``STAMP_SUPERSAMPLE`` times finer in the stamps' region."""
         if self.fixed is None:
             return
         pts = self.fixed - np.array([ox << _SHIFT, oy << _SHIFT], np.int32)
         parts = [pts[a:b] for a, b in self.spans]
         if self.n_lines:
             cv2.polylines(canvas, parts[:self.n_lines], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
-        for stamp in parts[self.n_lines:]:
-            cv2.fillPoly(canvas, [stamp], 0, cv2.LINE_AA, _SHIFT)
-            if band:
-                cv2.polylines(canvas, [stamp], True, band, 2, cv2.LINE_AA, _SHIFT)
-            cv2.polylines(canvas, [stamp], True, 255, 1, cv2.LINE_AA, _SHIFT)
+        if len(parts) > self.n_lines:
+            _draw_stamps(canvas, pts[self.spans[self.n_lines][0]:], parts[self.n_lines:], outline_px)
+
+
+def _draw_stamps(canvas, all_pts, stamps, outline_px):
+    """Fill and outline ``stamps`` (fixed-point polygons in canvas pixels) at sub-pixel precision."""
+    f = STAMP_SUPERSAMPLE
+    h, w = canvas.shape
+    lo = all_pts.min(axis=0) >> _SHIFT
+    hi = (all_pts.max(axis=0) >> _SHIFT) + 1
+    pad = int(np.ceil(outline_px)) + 2
+    x0, y0 = max(int(lo[0]) - pad, 0), max(int(lo[1]) - pad, 0)
+    x1, y1 = min(int(hi[0]) + pad + 1, w), min(int(hi[1]) + pad + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi = canvas[y0:y1, x0:x1]
+    fine = cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)
+    # pixel centres: coarse p -> fine f * (p + 0.5) - 0.5
+    shift = np.array([(x0 << _SHIFT) - _ONE // 2, (y0 << _SHIFT) - _ONE // 2], np.int32)
+    thick = max(1, int(round(outline_px * f)))
+    for stamp in stamps:
+        q = (stamp - shift) * f - _ONE // 2
+        cv2.fillPoly(fine, [q], 0, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(fine, [q], True, 255, thick, cv2.LINE_AA, _SHIFT)
+    roi[:] = cv2.resize(fine, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
 
 
 def _roi(bounds, pad, size):
@@ -118,11 +136,9 @@ def pen_pixels(pen_width: float, size: int, span: float = CANVAS_SPAN) -> int:
     return max(1, int(round(pen_width * size / span)))
 
 
-def stamp_band_darkness(size: int, span: float = CANVAS_SPAN) -> int:
-    """Darkness of the 2-px band around a stamp outline's 1-px core at this image size."""
-    lo, hi = STAMP_BAND_PX
-    width = STAMP_OUTLINE * size / span
-    return int(round(255 * min(max((width - lo) / (hi - lo), 0.0), 1.0)))
+def outline_pixels(size: int, span: float = CANVAS_SPAN) -> float:
+    """Width of a stamp's outline in pixels of a ``size`` image (sub-pixel)."""
+    return STAMP_OUTLINE * size / span
 
 
 def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WIDTH,
@@ -134,7 +150,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
     stroke's darkness when drawn alone (it needs that per-stroke pass, so boxes come with it)."""
     dark = np.zeros((size, size), np.uint8)
     pen_px = pen_pixels(pen_width, size, span)
-    band = stamp_band_darkness(size, span)
+    outline_px = outline_pixels(size, span)
     pad = pen_px + 4
     shape_boxes, stroke_boxes, stroke_ink = [], [], []
     for shape in shapes:
@@ -156,7 +172,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
             continue
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for p in pieces:
-            p.draw(canvas, x0, y0, pen_px, band)
+            p.draw(canvas, x0, y0, pen_px, outline_px)
         _clear_fringe(canvas)
         np.maximum(dark[y0:y1, x0:x1], canvas, out=dark[y0:y1, x0:x1])
         if not (with_boxes or with_ink):
@@ -170,7 +186,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
                 ink.append(0)
                 continue
             c = np.zeros((sy1 - sy0, sx1 - sx0), np.uint8)
-            p.draw(c, sx0, sy0, pen_px, band)
+            p.draw(c, sx0, sy0, pen_px, outline_px)
             _clear_fringe(c)
             boxes.append(_ink_box(c, sx0, sy0))
             if with_ink:

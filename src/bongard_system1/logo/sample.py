@@ -24,6 +24,11 @@ from .. import STYLES
 from .actions import Action, PlacedShape
 from .turtle_trace import trace_shape
 
+# Shape scales (the painter's scaling factor; 180 is its base) of the original generator's dataset
+# scripts: free-form problems (80, 140), basic-shape problems (150, 260), abstract ones (150, 320); all
+# with the magnifier effect, so stamps and zigzag teeth shrink and grow with the shape.
+FREEFORM_SCALES = (80.0, 140.0)
+BASIC_SCALES = (150.0, 320.0)
 STYLE_WEIGHTS = np.array([0.40, 0.15, 0.15, 0.15, 0.15])   # normal, zigzag, circle, square, triangle
 TURNS = np.array([0.0, 30.0, -30.0, 60.0, -60.0, 90.0, -90.0, 120.0, -120.0, 150.0, -150.0])
 CANVAS_LIMIT = 360.0   # the original painter rejects shapes that leave [-360, 360]^2
@@ -234,10 +239,10 @@ def sample_image(rng: np.random.Generator, max_shapes: int = 3) -> tuple[list[Pl
         for _try in range(10):
             if rng.random() < 0.5:
                 actions, name = freeform(rng)
-                scale_range = (95.0, 190.0)
+                scale_range = FREEFORM_SCALES
             else:
                 actions, name = basic(rng)
-                scale_range = (150.0, 380.0)
+                scale_range = BASIC_SCALES
             if n > 1:
                 scale_range = (scale_range[0], scale_range[1] * (0.95 if n == 2 else 0.8))
             placed = _place(rng, actions, name, scale_range, extents, touch)
