@@ -2,9 +2,8 @@
 the pipeline can put them in its stage configs and ``status`` stays fast.
 
 * ``DATA_FORMAT_VERSION``: bumped whenever the generator draws differently, so that datasets drawn
-  before are redrawn, not mixed or reused. 2: stamp outlines with a sub-pixel band; 3: stamps drawn
-  4x finer and area-averaged (see ``logo.render``), and the original generator's shape scales
-  (``logo.sample``).
+  before are redrawn, not mixed or reused. 2: stamp outlines with a sub-pixel band; 3: the original
+  generator's shape scales (``logo.sample``).
 * Inference: images are resized for the network to its test size, by default 1.15x the training
   size rounded to a multiple of 32 (480 px for a model trained at 416). Measured side by side on one
   model trained at 416 px: real strokes AP 0.536 -> 0.569, and synthetic validation AP (all

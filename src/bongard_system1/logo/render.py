@@ -23,18 +23,13 @@ CANVAS_SPAN = 783.5      # turtle units across the exported image (fitted to rea
 CANVAS_CENTER = (-2.0, 2.5)  # turtle point at the image centre (fitted likewise)
 PEN_WIDTH = 8.0          # turtle units (the original pen size)
 INK_FLOOR = 128          # faint anti-aliasing fringe (darkness <= this) is cleared, as in real images
-# A stamp's outline is STAMP_OUTLINE (2.5) turtle units wide in the original painter, centred on the
-# stamp polygon's edges, with round corners. Its PostScript raster widens such thin outlines: drawn
-# STAMP_WIDENING units wider, STAMP_INNER_SHARE of the width inside the edge, our stamps match real
-# ones (fitted on real images re-rendered from their programs at 512 px: stamped stroke boxes within
-# 0.25 px of the real size, median IoU 0.984 to 0.987; 2,655 holes inside stamps against the real
-# 2,763 in 100 images; stamp ink relative to plain lines 0.96 to 1.00 at 416 px). Stamps are drawn
-# STAMP_SUPERSAMPLE times finer and area-averaged, so the outline's sub-pixel width and the white
-# hole inside it survive. (Whole-pixel outlines gave stamps half the real ink at 416 px; a blurred
-# 2-px band closed the holes, and real circle stamps then looked like our square ones.)
-STAMP_WIDENING = 1.25
-STAMP_INNER_SHARE = 0.4
-STAMP_SUPERSAMPLE = 4
+# A stamp's outline is STAMP_OUTLINE turtle units wide: 1.33 px at 416, 1.63 px at 512. It is drawn as
+# a 1-px core at full darkness inside a 2-px band whose darkness grows with that width, from 0 at
+# STAMP_BAND_PX[0] to 255 at STAMP_BAND_PX[1] px. Fitted so that stamped strokes carry the same ink,
+# relative to plain lines, as in real images at 416 px (real images resized) and at 512 px
+# (``fidelity.ink_report`` measures it); a whole-pixel outline gave them about half
+# the real ink at 416 px and 1.2x at 512 px.
+STAMP_BAND_PX = (0.71, 1.85)
 _SHIFT = 4               # OpenCV sub-pixel bits
 _ONE = 1 << _SHIFT
 
@@ -79,8 +74,6 @@ class _Pieces:
         lines = [p for p in trace.polylines if len(p) >= 2]
         stamps = trace.stamp_polygons()
         self.n_lines = len(lines)
-        self.size = size
-        self._layer = None
         self.fixed = None
         if not lines and not len(stamps):
             return
@@ -96,94 +89,20 @@ class _Pieces:
     def bounds(self):
         return None if self.fixed is None else (self.lo, self.hi)
 
-    def draw(self, canvas, ox, oy, pen_px, outline_px):
-        """Lines first, then the stamps: each a white fill (erasing what lies under it) and its
-        ``outline_px`` wide outline, composited from a layer drawn ``STAMP_SUPERSAMPLE`` times finer."""
+    def draw(self, canvas, ox, oy, pen_px, band):
+        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline
+        (``band``: the darkness of the outline's 2-px band, see ``STAMP_BAND_PX``)."""
         if self.fixed is None:
             return
+        pts = self.fixed - np.array([ox << _SHIFT, oy << _SHIFT], np.int32)
+        parts = [pts[a:b] for a, b in self.spans]
         if self.n_lines:
-            pts = self.fixed[:self.spans[self.n_lines - 1][1]] - np.array([ox << _SHIFT, oy << _SHIFT], np.int32)
-            parts = [pts[a:b] for a, b in self.spans[:self.n_lines]]
-            cv2.polylines(canvas, parts, False, 255, pen_px, cv2.LINE_AA, _SHIFT)
-        if len(self.spans) > self.n_lines:
-            if self._layer is None:
-                self._layer = _stamp_layer(self.fixed[self.spans[self.n_lines][0]:],
-                                           self.spans[self.n_lines][0], self.spans[self.n_lines:],
-                                           outline_px, self.size)
-            _composite(canvas, ox, oy, self._layer)
-
-
-def _stamp_layer(pts, first, spans, outline_px, size):
-    """The stamps of one stroke drawn finely and area-averaged to image pixels: ``(x0, y0, cover,
-    ink)``, where ``cover`` is the share of each pixel the stamps hide (fills and outlines) and
-    ``ink`` the darkness they leave there, each stamp drawn over the ones before it."""
-    f = STAMP_SUPERSAMPLE
-    lo = pts.min(axis=0) >> _SHIFT
-    hi = (pts.max(axis=0) >> _SHIFT) + 1
-    pad = int(np.ceil(outline_px)) + 2
-    x0, y0 = max(int(lo[0]) - pad, 0), max(int(lo[1]) - pad, 0)
-    x1, y1 = min(int(hi[0]) + pad + 1, size), min(int(hi[1]) + pad + 1, size)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    shape = ((y1 - y0) * f, (x1 - x0) * f)
-    cover, ink = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
-    # pixel centres: coarse p -> fine f * (p + 0.5) - 0.5
-    origin = np.array([x0, y0], np.float64) - 0.5
-    polys = np.stack([pts[a - first:b - first] for a, b in spans]).astype(np.float64) / _ONE
-    polys = (polys - origin) * f - 0.5
-    # Every stamp is a regular polygon. Its outline, ``outline_px`` wide and centred on the edges,
-    # runs from the polygon shrunk to inradius r - w/2 out to the polygon grown by w/2 with round
-    # corners (Tk's default join).
-    centre = polys.mean(axis=1, keepdims=True)
-    inradius = np.linalg.norm((polys[:, :1] + polys[:, 1:2]) / 2 - centre, axis=2, keepdims=True)
-    inradius = np.maximum(inradius, 1e-6)
-    d_in, d_out = outline_px * f * STAMP_INNER_SHARE, outline_px * f * (1 - STAMP_INNER_SHARE)
-    inner = centre + (polys - centre) * np.maximum(inradius - d_in, 0) / inradius
-    outer = _grown(polys, centre, d_out)
-    outer = np.round(outer * _ONE).astype(np.int32)
-    inner = np.round(inner * _ONE).astype(np.int32)
-    for out_poly, in_poly in zip(outer, inner):
-        cv2.fillPoly(cover, [out_poly], 255, cv2.LINE_AA, _SHIFT)
-        cv2.fillPoly(ink, [out_poly], 255, cv2.LINE_AA, _SHIFT)
-        cv2.fillPoly(ink, [in_poly], 0, cv2.LINE_AA, _SHIFT)
-    area = (x1 - x0, y1 - y0)
-    keep = 1.0 - cv2.resize(cover, area, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    return x0, y0, keep, cv2.resize(ink, area, interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _grown(polys, centre, d, steps=4):
-    """Convex polygons ``(n, k, 2)`` grown by ``d`` with round corners: each corner becomes an arc of
-    ``steps + 1`` points between the outward normals of its two edges."""
-    edge = np.roll(polys, -1, axis=1) - polys
-    normal = np.stack([edge[..., 1], -edge[..., 0]], axis=2)
-    normal /= np.maximum(np.linalg.norm(normal, axis=2, keepdims=True), 1e-9)
-    mid = polys + edge / 2
-    flip = np.sum(normal * (mid - centre), axis=2, keepdims=True) < 0
-    normal = np.where(flip, -normal, normal)
-    a_out = np.arctan2(normal[..., 1], normal[..., 0])           # edge i, from vertex i to i + 1
-    a_in = np.roll(a_out, 1, axis=1)                             # edge i - 1, ending at vertex i
-    turn = (a_out - a_in + np.pi) % (2 * np.pi) - np.pi
-    t = np.linspace(0.0, 1.0, steps + 1)
-    ang = a_in[..., None] + turn[..., None] * t                  # (n, k, steps + 1)
-    pts = polys[:, :, None, :] + d * np.stack([np.cos(ang), np.sin(ang)], axis=3)
-    return pts.reshape(len(polys), -1, 2)
-
-
-def _composite(canvas, ox, oy, layer):
-    if layer is None:
-        return
-    x0, y0, keep, ink = layer
-    h, w = keep.shape
-    cx0, cy0 = max(x0 - ox, 0), max(y0 - oy, 0)
-    cx1, cy1 = min(x0 - ox + w, canvas.shape[1]), min(y0 - oy + h, canvas.shape[0])
-    if cx1 <= cx0 or cy1 <= cy0:
-        return
-    lx, ly = cx0 - (x0 - ox), cy0 - (y0 - oy)
-    sub = (slice(ly, ly + cy1 - cy0), slice(lx, lx + cx1 - cx0))
-    roi = canvas[cy0:cy1, cx0:cx1]
-    out = roi.astype(np.float32) * keep[sub] + ink[sub]
-    np.clip(out + 0.5, 0, 255, out=out)
-    roi[:] = out.astype(np.uint8)
+            cv2.polylines(canvas, parts[:self.n_lines], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
+        for stamp in parts[self.n_lines:]:
+            cv2.fillPoly(canvas, [stamp], 0, cv2.LINE_AA, _SHIFT)
+            if band:
+                cv2.polylines(canvas, [stamp], True, band, 2, cv2.LINE_AA, _SHIFT)
+            cv2.polylines(canvas, [stamp], True, 255, 1, cv2.LINE_AA, _SHIFT)
 
 
 def _roi(bounds, pad, size):
@@ -199,9 +118,11 @@ def pen_pixels(pen_width: float, size: int, span: float = CANVAS_SPAN) -> int:
     return max(1, int(round(pen_width * size / span)))
 
 
-def outline_pixels(size: int, span: float = CANVAS_SPAN) -> float:
-    """Width of a stamp's outline as drawn, in pixels of a ``size`` image (sub-pixel)."""
-    return (STAMP_OUTLINE + STAMP_WIDENING) * size / span
+def stamp_band_darkness(size: int, span: float = CANVAS_SPAN) -> int:
+    """Darkness of the 2-px band around a stamp outline's 1-px core at this image size."""
+    lo, hi = STAMP_BAND_PX
+    width = STAMP_OUTLINE * size / span
+    return int(round(255 * min(max((width - lo) / (hi - lo), 0.0), 1.0)))
 
 
 def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WIDTH,
@@ -213,7 +134,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
     stroke's darkness when drawn alone (it needs that per-stroke pass, so boxes come with it)."""
     dark = np.zeros((size, size), np.uint8)
     pen_px = pen_pixels(pen_width, size, span)
-    outline_px = outline_pixels(size, span)
+    band = stamp_band_darkness(size, span)
     pad = pen_px + 4
     shape_boxes, stroke_boxes, stroke_ink = [], [], []
     for shape in shapes:
@@ -235,7 +156,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
             continue
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for p in pieces:
-            p.draw(canvas, x0, y0, pen_px, outline_px)
+            p.draw(canvas, x0, y0, pen_px, band)
         _clear_fringe(canvas)
         np.maximum(dark[y0:y1, x0:x1], canvas, out=dark[y0:y1, x0:x1])
         if not (with_boxes or with_ink):
@@ -249,7 +170,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
                 ink.append(0)
                 continue
             c = np.zeros((sy1 - sy0, sx1 - sx0), np.uint8)
-            p.draw(c, sx0, sy0, pen_px, outline_px)
+            p.draw(c, sx0, sy0, pen_px, band)
             _clear_fringe(c)
             boxes.append(_ink_box(c, sx0, sy0))
             if with_ink:
