@@ -26,7 +26,8 @@ from .turtle_trace import trace_shape
 
 # Shape scales (the painter's scaling factor; 180 is its base) of the original generator's dataset
 # scripts: free-form problems (80, 140), basic-shape problems (150, 260), abstract ones (150, 320); all
-# with the magnifier effect, so stamps and zigzag teeth shrink and grow with the shape.
+# with the magnifier effect, so stamps and zigzag teeth shrink and grow with the shape. Our basic
+# shapes stand for both basic-shape and abstract problems, so they take the wider range.
 FREEFORM_SCALES = (80.0, 140.0)
 BASIC_SCALES = (150.0, 320.0)
 STYLE_WEIGHTS = np.array([0.40, 0.15, 0.15, 0.15, 0.15])   # normal, zigzag, circle, square, triangle
