@@ -19,6 +19,24 @@ from .render import render
 STYLES = ("normal", "zigzag", "circle", "square", "triangle")
 
 
+def _placed(ann: dict) -> PlacedShape:
+    """A real shape annotation as a placed shape: its program at the painter's own placement."""
+    return PlacedShape(parse_program(ann["action_program"]), tuple(ann["start_coordinates"]),
+                       float(ann["start_orientation"]), float(ann["scaling_factor"]))
+
+
+def _images_with_shapes(shapes_coco_path):
+    """``(folder, image record, its shape annotations)`` for every image of a real shapes COCO file."""
+    with open(shapes_coco_path) as f:
+        coco = json.load(f)
+    root = os.path.dirname(os.path.abspath(shapes_coco_path))
+    per_image = {}
+    for a in coco["annotations"]:
+        per_image.setdefault(a["image_id"], []).append(a)
+    for im in coco["images"]:
+        yield root, im, per_image.get(im["id"], [])
+
+
 def fidelity_report(shapes_coco_path, strokes=True) -> dict:
     """Median and 10th-percentile box IoU of re-rendered shapes (and strokes) against a real COCO file."""
     with open(shapes_coco_path) as f:
@@ -28,8 +46,7 @@ def fidelity_report(shapes_coco_path, strokes=True) -> dict:
     shape_iou, stroke_iou, by_type = [], [], {}
     for a in coco["annotations"]:
         w, h = sizes[a["image_id"]]
-        shape = PlacedShape(parse_program(a["action_program"]), tuple(a["start_coordinates"]),
-                            float(a["start_orientation"]), float(a["scaling_factor"]))
+        shape = _placed(a)
         r = render([shape], size=w)
         iou = iou_xywh(r.shape_boxes[0], a["bbox"]) if r.shape_boxes[0] else 0.0
         shape_iou.append(iou)
@@ -57,15 +74,8 @@ def ink_report(shapes_coco_path, size=512) -> dict:
     ``sum over styles k_style * (our ink of that style's strokes, each drawn alone)``, fitted by least
     squares. ``ratio[style] = k_normal / k_style`` is then our ink for that style relative to plain lines,
     divided by the same in real images: 1.0 when the renderer matches, above 1 when ours is heavier."""
-    with open(shapes_coco_path) as f:
-        coco = json.load(f)
-    root = os.path.dirname(os.path.abspath(shapes_coco_path))
-    per_image = {}
-    for a in coco["annotations"]:
-        per_image.setdefault(a["image_id"], []).append(a)
     rows, target = [], []
-    for im in coco["images"]:
-        anns = per_image.get(im["id"], [])
+    for root, im, anns in _images_with_shapes(shapes_coco_path):
         gray = cv2.imread(os.path.join(root, im["file_name"]), cv2.IMREAD_GRAYSCALE)
         if not anns or gray is None or any("strokes" not in a for a in anns):
             continue
@@ -73,8 +83,7 @@ def ink_report(shapes_coco_path, size=512) -> dict:
             gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_LINEAR)
         feat = np.zeros(len(STYLES))
         for a in anns:
-            shape = PlacedShape(parse_program(a["action_program"]), tuple(a["start_coordinates"]),
-                                float(a["start_orientation"]), float(a["scaling_factor"]))
+            shape = _placed(a)
             r = render([shape], size=size, with_ink=True)
             for ink, s in zip(r.stroke_ink[0], a["strokes"]):
                 feat[STYLES.index(s["style"])] += ink
@@ -116,22 +125,14 @@ def stamp_hole_report(shapes_coco_path, max_images: int | None = 100) -> dict:
     """Holes (:func:`stamp_holes`) in real images that have stamped strokes, against the same images
     re-rendered from their programs at their own size: ``ratio`` 1.0 when the renderer leaves stamps
     as open as the original does."""
-    with open(shapes_coco_path) as f:
-        coco = json.load(f)
-    root = os.path.dirname(os.path.abspath(shapes_coco_path))
-    per_image = {}
-    for a in coco["annotations"]:
-        per_image.setdefault(a["image_id"], []).append(a)
     real = ours = used = 0
-    for im in coco["images"]:
-        anns = per_image.get(im["id"], [])
+    for root, im, anns in _images_with_shapes(shapes_coco_path):
         if not any(s["style"] in STAMPED for a in anns for s in a.get("strokes", [])):
             continue
         gray = cv2.imread(os.path.join(root, im["file_name"]), cv2.IMREAD_GRAYSCALE)
         if gray is None:
             continue
-        shapes = [PlacedShape(parse_program(a["action_program"]), tuple(a["start_coordinates"]),
-                              float(a["start_orientation"]), float(a["scaling_factor"])) for a in anns]
+        shapes = [_placed(a) for a in anns]
         real += stamp_holes(gray)
         ours += stamp_holes(render(shapes, size=gray.shape[1], with_boxes=False).image)
         used += 1
