@@ -40,10 +40,13 @@ def _get(d, path):
 
 
 def detect_variants(system, gray):
-    raw = system.detect(gray, score_threshold=0.05)        # shape_mode "model": the network's boxes
+    """Shapes three ways, and strokes with and without the stamp vote, from one network pass."""
+    out = system.network_outputs([gray])[0]
+    raw = system.postprocess(gray, out)                     # shape_mode "model": the network's boxes
     shapes = [d for d in raw if d.category == "shape"]
     strokes = [d for d in raw if d.category != "shape"]
-    return {mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES}, strokes
+    plain = [d for d in system.postprocess(gray, out, stamp_vote=False) if d.category != "shape"]
+    return {mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES}, strokes, plain
 
 
 def _as_results(dets, image_id):
@@ -55,21 +58,23 @@ def score_real(system, real_dir, progress=True):
     strokes_gt = load_coco(os.path.join(real_dir, "strokes_coco.json"))
     base = ClassicalBaseline()
     variants = {"model": [], "snap": [], "hybrid": []}
-    strokes, baseline = [], []
+    strokes, plain, baseline = [], [], []
     t_model = 0.0
     for k, im in enumerate(shapes_gt["images"]):
         gray = cv2.imread(os.path.join(real_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
         t = time.perf_counter()
-        shape_sets, st = detect_variants(system, gray)
+        shape_sets, st, st_plain = detect_variants(system, gray)
         t_model += time.perf_counter() - t
         for name, dets in shape_sets.items():
             variants[name] += _as_results(dets, im["id"])
         strokes += _as_results(st, im["id"])
+        plain += _as_results(st_plain, im["id"])
         baseline += [dict(d, image_id=im["id"]) for d in base.detect(gray)]
         if progress and k % 100 == 0:
             print(f"  real image {k}/{len(shapes_gt['images'])}", file=sys.stderr)
     out = {"real_shapes": {n: coco_metrics(shapes_gt, map_categories(v, shapes_gt)) for n, v in variants.items()},
            "real_strokes": coco_metrics(strokes_gt, map_categories(strokes, strokes_gt)),
+           "real_strokes_without_stamp_vote": coco_metrics(strokes_gt, map_categories(plain, strokes_gt)),
            "baseline_real_shapes": coco_metrics(shapes_gt, map_categories(baseline, shapes_gt)),
            "real_ms_per_image": round(1000 * t_model / len(shapes_gt["images"]), 1)}
     # strokes per problem type are in real_strokes["per_type"]
@@ -78,14 +83,16 @@ def score_real(system, real_dir, progress=True):
 
 def score_synthetic(system, data_dir, max_images=400):
     gt = combined_gt(data_dir, split="val", max_images=max_images)
-    dets = []
+    dets, plain = [], []
     for im in gt["images"]:
         gray = cv2.imread(os.path.join(data_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
-        shape_sets, st = detect_variants(system, gray)
+        shape_sets, st, st_plain = detect_variants(system, gray)
         dets += _as_results(shape_sets["hybrid"] + st, im["id"])
-    dets = map_categories(dets, gt)
-    all_m = coco_metrics(gt, dets, per_type=False)
-    return {"synthetic_all": all_m}
+        plain += _as_results(shape_sets["hybrid"] + st_plain, im["id"])
+    all_m = coco_metrics(gt, map_categories(dets, gt), per_type=False)
+    without = coco_metrics(gt, map_categories(plain, gt), per_type=False)
+    return {"synthetic_all": all_m, "synthetic_style_accuracy": {"with_stamp_vote": all_m.get("style_accuracy"),
+                                                                 "without": without.get("style_accuracy")}}
 
 
 def inference_ms(backbone, image_size, repeats=10):
@@ -116,7 +123,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     system = System1.load(a.run, device=a.device, shape_mode="model", test_size=a.test_size)
-    res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size}
+    res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size,
+           "stamp_vote": system.stamp_vote is not None}
     res.update(score_real(system, a.real))
     res.update(score_synthetic(system, a.data))
     sizes = sorted({416, system.test_size})
@@ -142,11 +150,16 @@ def main():
     print("\n| strokes | AP | AP50 | AP75 | style accuracy |\n|---|---|---|---|---|")
     for t in ["all"] + sorted(res["real_strokes"].get("per_type", {})):
         m = res["real_strokes"] if t == "all" else res["real_strokes"]["per_type"][t]
-        sa = m.get("style_accuracy")
-        print(f"| {t} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | {'-' if sa is None else f'{sa:.3f}'} |")
+        p = res["real_strokes_without_stamp_vote"]
+        p = p if t == "all" else p["per_type"][t]
+        sa, sp = m.get("style_accuracy"), p.get("style_accuracy")
+        print(f"| {t} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | {'-' if sa is None else f'{sa:.3f}'}"
+              f" (without the stamp vote {'-' if sp is None else f'{sp:.3f}'}) |")
     s = res["synthetic_all"]
     print(f"\nsynthetic val (all categories): AP {s['AP']:.3f} AP50 {s['AP50']:.3f}; per category "
           + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
+    print("synthetic val stroke style accuracy, with / without the stamp vote:",
+          res["synthetic_style_accuracy"])
     print("CPU inference ms per 512 px image:", res["cpu_inference_ms_512px"])
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -13,12 +13,14 @@ import sys
 
 from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
+from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import test_size_px
 from .errors import run_guarded
 
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline)")
+_NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp vote stored with the model)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=None, help="peak OneCycleLR learning rate")
     t.add_argument("--time-budget", type=float, default=None, help="minutes; epochs shrink to fit")
+    t.add_argument("--stamp-images", type=_non_negative_int, default=3000, metavar="N",
+                   help="synthetic images for the stamp vote trained after the detector (0: none)")
     t.add_argument("--restart", action="store_true", help="start over even if RUN_DIR holds another config")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler="bongard_system1.train:cli_train")
@@ -79,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
                    help="how shape boxes meet the ink (see the README)")
     e.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
+    e.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
@@ -93,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--score-threshold", type=float, default=0.05)
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
     r.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
+    r.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 
     for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),

@@ -327,23 +327,23 @@ def combined_gt(data_dir, split: str | None = "val", max_images: int | None = No
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def _detector(model, device="auto", shape_mode="hybrid", test_size=None):
+def _detector(model, device="auto", shape_mode="hybrid", test_size=None, stamp_vote=True):
     if model == "baseline":
         from .baseline import ClassicalBaseline
         return ClassicalBaseline()
     from .predict import System1
-    return System1.load(model, device=device, shape_mode=shape_mode, test_size=test_size)
+    return System1.load(model, device=device, shape_mode=shape_mode, test_size=test_size, stamp_vote=stamp_vote)
 
 
 def evaluate_model(model_path, coco_path, images_root=None, device="auto", progress=True, shape_mode="hybrid",
-                   detector=None, test_size=None) -> dict:
+                   detector=None, test_size=None, stamp_vote=True) -> dict:
     """COCO metrics of a trained model (a .pt file, a run folder, or ``"baseline"``) on a COCO file.
 
     A synthetic dataset file (image records with ``split``) is scored on its val split only.
     """
     gt = load_coco(coco_path)
     split = "val" if any(im.get("split") == "val" for im in gt["images"]) else None
-    det = detector if detector is not None else _detector(model_path, device, shape_mode, test_size)
+    det = detector if detector is not None else _detector(model_path, device, shape_mode, test_size, stamp_vote)
 
     def predict_fn(gray):
         return [d if isinstance(d, dict) else d.to_dict() for d in det.detect(gray)]
@@ -354,12 +354,14 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
     metrics["split"] = split or "all"
     if getattr(det, "test_size", None):
         metrics["test_size"] = det.test_size
+    if hasattr(det, "stamp_vote"):
+        metrics["stamp_vote"] = det.stamp_vote is not None
     return metrics
 
 
 def cli_evaluate(args):
     m = evaluate_model(args.model, args.coco, args.images_root, device=args.device, shape_mode=args.shape_mode,
-                       test_size=args.test_size)
+                       test_size=args.test_size, stamp_vote=not args.no_stamp_vote)
     write_json_atomic(args.out, m)
     line = f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  AR100 {m['AR100']:.3f}"
     if m.get("style_accuracy") is not None:

@@ -2,7 +2,9 @@
 
 ``System1.load(path).detect(image)`` returns :class:`Detection` objects in the image's own pixels.
 After the network, stroke detections of one type (line or arc) are merged across styles (the
-style is the best-scoring class). Shape boxes then meet the ink (``shape_mode``):
+style is the best-scoring class), and where the model carries a stamp vote (:mod:`stamps`), the
+strokes it calls circle, square or triangle have their style re-read from the holes inside their
+stamps. Shape boxes then meet the ink (``shape_mode``):
 
 * ``model``: the network's boxes as they are;
 * ``snap``: each edge moves to the outermost ink within a few pixels of it, never further;
@@ -143,10 +145,11 @@ class System1:
     """A trained detector ready for inference."""
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
-                 test_size: int | None = None):
+                 test_size: int | None = None, stamp_vote=None):
         """``test_size``: the size images are resized to for the network (None: the training size, as
         in validation during training). It is set on ``model.transform``, so it holds for every user of
-        that model object; :meth:`load` gives each call its own model."""
+        that model object; :meth:`load` gives each call its own model. ``stamp_vote``: a
+        :class:`stamps.StampVote` or None."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
         lo, hi = TEST_SIZE_RANGE
@@ -160,28 +163,44 @@ class System1:
         self.names = names
         self.device = device
         self.shape_mode = shape_mode
+        self.stamp_vote = stamp_vote
 
     @classmethod
-    def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None) -> "System1":
-        """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`."""
+    def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
+             stamp_vote: bool = True) -> "System1":
+        """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
+        ``stamp_vote``: use the stamp vote the checkpoint carries (if any)."""
         from .train import load_checkpoint_model, resolve_device
         dev = resolve_device(device)
-        model, ckpt = load_checkpoint_model(resolve_model_path(path))
+        path = resolve_model_path(path)
+        model, ckpt = load_checkpoint_model(path)
         size = test_size if test_size is not None else default_test_size(ckpt["model_config"]["image_size"])
-        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size)
+        vote = None
+        if stamp_vote and ckpt.get("stamp_vote") is not None:
+            from .stamps import StampVote
+            try:
+                vote = StampVote(ckpt["stamp_vote"]["state_dict"], dev)
+            except (KeyError, RuntimeError) as exc:
+                raise System1Error(f"{path}: its stamp vote does not load ({str(exc).splitlines()[0]})")
+        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote)
 
     def detect(self, image, score_threshold=0.05) -> list[Detection]:
         return self.detect_batch([image], score_threshold)[0]
 
     def detect_batch(self, images, score_threshold=0.05) -> list[list[Detection]]:
-        import torch
         grays = [as_gray(im) for im in images]
+        return [self.postprocess(g, o, score_threshold) for g, o in zip(grays, self.network_outputs(grays))]
+
+    def network_outputs(self, grays) -> list[dict]:
+        """The network's raw detections (torchvision's dicts of boxes, scores, labels) for gray images."""
+        import torch
         xs = [torch.from_numpy(g).float().div_(255.0)[None].to(self.device) for g in grays]
         with torch.inference_mode():
-            outs = self.model(xs)
-        return [self._postprocess(g, o, score_threshold) for g, o in zip(grays, outs)]
+            return self.model(xs)
 
-    def _postprocess(self, gray, out, score_threshold):
+    def postprocess(self, gray, out, score_threshold=0.05, stamp_vote=True) -> list[Detection]:
+        """Detections from one image's :meth:`network_outputs`: strokes merged across styles, the stamp
+        vote (if the model has one and ``stamp_vote``), shape boxes made to meet the ink."""
         import torch
         from torchvision.ops import batched_nms
         boxes, scores, labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
@@ -200,7 +219,26 @@ class System1:
             style = names[i].split("/")[1] if "/" in names[i] else None
             d = Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], float(scores[i]), cats[i], style)
             (shapes if cats[i] == "shape" else dets).append(d)
+        if stamp_vote and self.stamp_vote is not None and dets:
+            strokes = [i for i in keep.tolist() if cats[i] != "shape"]
+            self.stamp_vote.restyle(gray, dets, self._stamp_scores(boxes, scores, names, strokes))
         return refine_shapes(gray, shapes, self.shape_mode) + dets
+
+    @staticmethod
+    def _stamp_scores(boxes, scores, names, kept, same=0.9):
+        """For each kept stroke: the network's best score for each stamp style of its type (line or
+        arc) among the candidates at (nearly) the same box (IoU >= ``same``)."""
+        from torchvision.ops import box_iou
+        from .stamps import STAMPED
+        iou = box_iou(boxes[kept], boxes).numpy()
+        sc = scores.numpy()
+        out = []
+        for row, i in zip(iou, kept):
+            typ = names[i].split("/")[0]
+            near = row >= same
+            out.append([float(max((sc[j] for j in map(int, near.nonzero()[0]) if names[j] == f"{typ}/{st}"),
+                                  default=0.0)) for st in STAMPED])
+        return out
 
 
 def draw_overlay(gray, detections, path):
@@ -240,7 +278,7 @@ def cli_predict(args):
         detector = ClassicalBaseline()
     else:
         detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode,
-                                test_size=args.test_size)
+                                test_size=args.test_size, stamp_vote=not args.no_stamp_vote)
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)

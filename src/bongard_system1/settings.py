@@ -10,12 +10,15 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   categories, the network's own boxes) 0.565 -> 0.583 at 480 px; 512 px was no better than 480.
 * ``HYBRID_CONFIDENT``: the network score from which the hybrid shape boxes split an ink component
   into the shapes the network sees in it (chosen on synthetic validation images; see ``predict``).
+* ``STAMP_VOTE_DETECTOR_WEIGHT``: in the stamp vote (``stamps``), the weight of the detector's own
+  normalised stamp-style scores against the patch classifier's mean vote.
 """
 
 DATA_FORMAT_VERSION = 3
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
 HYBRID_CONFIDENT = 0.6
+STAMP_VOTE_DETECTOR_WEIGHT = 1.0
 
 
 def default_test_size(image_size: int) -> int:

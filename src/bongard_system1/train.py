@@ -6,6 +6,8 @@ after every epoch, the previous copy kept as ``last.prev.pt`` until the new one 
 rewritten from the checkpoint's history so a resumed run never duplicates rows) and
 ``training_curves.png``. Running the same command again resumes from the last finished epoch and
 ends where an uninterrupted run ends: samples and augmentations are seeded per epoch and index.
+After the detector, the stamp vote (:mod:`stamps`) is trained and stored in ``best.pt``; it has its
+own settings, outside the detector's config hash, so it can be added to a finished run.
 """
 
 from __future__ import annotations
@@ -306,8 +308,9 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
 # ---------------------------------------------------------------- the loop
 def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                    image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
-                   restart=False, progress=True, val_images=200) -> dict:
-    """Train (or resume, or confirm finished) a detector in ``out_dir``; returns a summary dict."""
+                   restart=False, progress=True, val_images=200, stamp_images=3000) -> dict:
+    """Train (or resume, or confirm finished) a detector in ``out_dir``, then its stamp vote on
+    ``stamp_images`` synthetic images (0: none); returns a summary dict."""
     from tqdm import tqdm
     from torch.optim.swa_utils import SWALR, AveragedModel
     from .data.dataset import DetectionDataset, collate
@@ -315,6 +318,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("image_size", image_size)):
         if int(v) <= 0:
             raise System1Error(f"{name} must be positive, got {v}")
+    if int(stamp_images) < 0:
+        raise System1Error(f"stamp_images must be 0 or more, got {stamp_images}")
     if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
         raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
     dev = resolve_device(device)
@@ -467,18 +472,53 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
               f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s", file=sys.stderr)
     if not os.path.exists(os.path.join(out_dir, "best.pt")):
         raise System1Error(f"{out_dir}: training finished without a best.pt")
+    n_stamp = int(stamp_images) if categories != "shapes" else 0     # no strokes, nothing to vote on
+    stamp_vote = add_stamp_vote(os.path.join(out_dir, "best.pt"), n_stamp, cfg.seed, dev, progress)
     best_ckpt = _try_load(os.path.join(out_dir, "best.pt")) or {}
     return {"best_checkpoint": os.path.join(out_dir, "best.pt"), "last_checkpoint": os.path.join(out_dir, "last.pt"),
             "history": history, "best_metric": best, "val_metrics": json.loads(best_ckpt.get("val_metrics", "{}")),
             "device": dev, "seconds": round(time.time() - t_run, 1), "config_hash": cfg.hash(),
-            "epochs_done": len(history), "planned_epochs": epochs}
+            "epochs_done": len(history), "planned_epochs": epochs, "stamp_vote": stamp_vote}
+
+
+STAMP_EPOCHS = 3
+
+
+def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict | None:
+    """Train the stamp vote and store it in the checkpoint ``best_path`` (rewritten atomically),
+    unless it already holds one made with the same settings; ``num_images`` 0 removes it. Returns
+    the vote's settings and metrics, or None."""
+    from .stamps import train_stamp_classifier
+    ckpt = _try_load(best_path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise System1Error(f"{best_path} is not a readable bongard-system1 checkpoint (truncated or corrupt?)")
+    settings = {"images": int(num_images), "epochs": STAMP_EPOCHS, "seed": int(seed)}
+    old = ckpt.get("stamp_vote")
+    if num_images == 0:
+        if old is not None:
+            ckpt.pop("stamp_vote")
+            _atomic_torch_save(ckpt, best_path)
+        return None
+    if old is not None and old.get("settings") == settings:
+        return {"settings": settings, "metrics": old.get("metrics")}
+    try:
+        trained = train_stamp_classifier(num_images, STAMP_EPOCHS, seed, device, progress)
+    except ValueError as exc:
+        raise System1Error(str(exc))
+    ckpt["stamp_vote"] = {"settings": settings, "metrics": trained["metrics"], "state_dict": trained["state_dict"]}
+    _atomic_torch_save(ckpt, best_path)
+    m = trained["metrics"]
+    print(f"stamp vote: {m['train_patches']} patches from {num_images} images, synthetic val accuracy "
+          f"{m['val_accuracy']:.3f}, {m['seconds']:.0f}s", file=sys.stderr)
+    return {"settings": settings, "metrics": m}
 
 
 def cli_train(args):
     res = train_detector(args.data, args.out, backbone=args.backbone, categories=args.categories,
                          epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                          device=args.device, workers=args.workers, seed=args.seed, lr=args.lr,
-                         time_budget=args.time_budget, restart=args.restart, progress=not args.no_progress)
+                         time_budget=args.time_budget, restart=args.restart, progress=not args.no_progress,
+                         stamp_images=args.stamp_images)
     vm = res["val_metrics"]
     print(f"done: best val AP {res['best_metric']:.3f} (AP50 {vm.get('AP50', 0):.3f}); "
           f"best model {res['best_checkpoint']}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from . import stamp_rings
 from .actions import PlacedShape
 from .turtle_trace import STAMP_OUTLINE, trace_shape
 
@@ -30,6 +31,7 @@ INK_FLOOR = 128          # faint anti-aliasing fringe (darkness <= this) is clea
 # (``fidelity.ink_report`` measures it); a whole-pixel outline gave them about half
 # the real ink at 416 px and 1.2x at 512 px.
 STAMP_BAND_PX = (0.71, 1.85)
+STAMP_MODES = ("band", "ring")   # ring: see stamp_rings (the original's look at 512 px)
 _SHIFT = 4               # OpenCV sub-pixel bits
 _ONE = 1 << _SHIFT
 
@@ -74,6 +76,8 @@ class _Pieces:
         lines = [p for p in trace.polylines if len(p) >= 2]
         stamps = trace.stamp_polygons()
         self.n_lines = len(lines)
+        self.size = size
+        self._layer = None
         self.fixed = None
         if not lines and not len(stamps):
             return
@@ -89,15 +93,25 @@ class _Pieces:
     def bounds(self):
         return None if self.fixed is None else (self.lo, self.hi)
 
-    def draw(self, canvas, ox, oy, pen_px, band):
-        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline
-        (``band``: the darkness of the outline's 2-px band, see ``STAMP_BAND_PX``)."""
+    def draw(self, canvas, ox, oy, pen_px, band, outline_px=None):
+        """Lines first, then each stamp: a white fill (erasing what lies under it) and its outline:
+        a ring ``outline_px`` wide drawn finely (``stamp_rings``) when that is given, else a 1-px
+        core inside a 2-px band of darkness ``band`` (see ``STAMP_BAND_PX``)."""
         if self.fixed is None:
             return
         pts = self.fixed - np.array([ox << _SHIFT, oy << _SHIFT], np.int32)
         parts = [pts[a:b] for a, b in self.spans]
         if self.n_lines:
             cv2.polylines(canvas, parts[:self.n_lines], False, 255, pen_px, cv2.LINE_AA, _SHIFT)
+        if len(parts) == self.n_lines:
+            return
+        if outline_px is not None:
+            if self._layer is None:
+                first = self.spans[self.n_lines][0]
+                self._layer = stamp_rings.stamp_layer(self.fixed[first:], first, self.spans[self.n_lines:],
+                                                      outline_px, self.size)
+            stamp_rings.composite(canvas, ox, oy, self._layer)
+            return
         for stamp in parts[self.n_lines:]:
             cv2.fillPoly(canvas, [stamp], 0, cv2.LINE_AA, _SHIFT)
             if band:
@@ -127,14 +141,18 @@ def stamp_band_darkness(size: int, span: float = CANVAS_SPAN) -> int:
 
 def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WIDTH,
            magnify: bool = True, span: float = CANVAS_SPAN, with_boxes: bool = True,
-           with_ink: bool = False) -> Rendering:
+           with_ink: bool = False, stamps: str = "band") -> Rendering:
     """Draw placed shapes on a ``size`` x ``size`` image and measure each shape's and stroke's ink.
 
     ``with_boxes``: measure shape and stroke boxes (else both are None). ``with_ink``: also sum each
-    stroke's darkness when drawn alone (it needs that per-stroke pass, so boxes come with it)."""
+    stroke's darkness when drawn alone (it needs that per-stroke pass, so boxes come with it).
+    ``stamps``: how stamp outlines are drawn, ``band`` or ``ring`` (:mod:`stamp_rings`)."""
+    if stamps not in STAMP_MODES:
+        raise ValueError(f"stamps must be one of {STAMP_MODES}, got {stamps!r}")
     dark = np.zeros((size, size), np.uint8)
     pen_px = pen_pixels(pen_width, size, span)
     band = stamp_band_darkness(size, span)
+    outline_px = stamp_rings.outline_pixels(size, span) if stamps == "ring" else None
     pad = pen_px + 4
     shape_boxes, stroke_boxes, stroke_ink = [], [], []
     for shape in shapes:
@@ -156,7 +174,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
             continue
         canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for p in pieces:
-            p.draw(canvas, x0, y0, pen_px, band)
+            p.draw(canvas, x0, y0, pen_px, band, outline_px)
         _clear_fringe(canvas)
         np.maximum(dark[y0:y1, x0:x1], canvas, out=dark[y0:y1, x0:x1])
         if not (with_boxes or with_ink):
@@ -170,7 +188,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
                 ink.append(0)
                 continue
             c = np.zeros((sy1 - sy0, sx1 - sx0), np.uint8)
-            p.draw(c, sx0, sy0, pen_px, band)
+            p.draw(c, sx0, sy0, pen_px, band, outline_px)
             _clear_fringe(c)
             boxes.append(_ink_box(c, sx0, sy0))
             if with_ink:

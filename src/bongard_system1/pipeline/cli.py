@@ -54,6 +54,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g.add_argument("--max_shapes", "--max-shapes", dest="max_shapes", type=_positive_int, metavar="N")
     g.add_argument("--real_max_images", "--real-max-images", dest="real_max_images", type=_positive_int,
                    metavar="N", help="evaluate on at most N real images (spread over the set)")
+    g.add_argument("--stamp_images", "--stamp-images", dest="stamp_images", type=_non_negative_int, metavar="N",
+                   help="synthetic images for the stamp vote trained after the detector (0: none)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="loader workers (not part of any config)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..settings import DATA_FORMAT_VERSION, HYBRID_CONFIDENT, default_test_size
+from ..settings import DATA_FORMAT_VERSION, HYBRID_CONFIDENT, STAMP_VOTE_DETECTOR_WEIGHT, default_test_size
 
 DEFAULT_PROFILE = "quick"
 
@@ -29,7 +29,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {
         "dataset_size": 24, "image_size": 128, "val_fraction": 0.25, "max_shapes": 2,
         "backbone": "resnet18", "categories": "all", "epochs": 2, "batch_size": 4,
-        "lr": None, "time_budget": None,
+        "lr": None, "time_budget": None, "stamp_images": 60,
         "real_max_images": 8, "workers": 0,
     },
     # The CPU recipe: a useful model in at most 60 minutes on 2 cores. On a CPU with AMX the trainer
@@ -38,13 +38,13 @@ PROFILES: dict[str, dict] = {
     "quick": {
         "dataset_size": 4000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet18", "categories": "all", "epochs": 7, "batch_size": 8,
-        "lr": None, "time_budget": None,
+        "lr": None, "time_budget": None, "stamp_images": 3000,
         "real_max_images": None, "workers": None,
     },
     "standard": {
         "dataset_size": 5000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet18", "categories": "all", "epochs": 25, "batch_size": 8,
-        "lr": None, "time_budget": None,
+        "lr": None, "time_budget": None, "stamp_images": 3000,
         "real_max_images": None, "workers": None,
     },
     # 10,000 images at 416x416, ResNet-50, 50 epochs, 4 to 6 loader workers. OneCycleLR, SWA (the
@@ -54,7 +54,7 @@ PROFILES: dict[str, dict] = {
     "professional": {
         "dataset_size": 10000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet50", "categories": "all", "epochs": 50, "batch_size": 32,
-        "lr": None, "time_budget": None,
+        "lr": None, "time_budget": None, "stamp_images": 3000,
         "real_max_images": None, "workers": _loader_workers(4, 6),
     },
 }
@@ -62,14 +62,15 @@ PROFILES: dict[str, dict] = {
 # Settings a command-line flag may override (flag dest -> settings key).
 OVERRIDABLE = ("dataset_size", "image_size", "val_fraction", "max_shapes", "backbone", "categories",
                "epochs", "batch_size", "lr", "time_budget", "seed", "real_max_images", "workers",
-               "device")
+               "device", "stamp_images")
 
 # Settings shared by every profile unless overridden.
 COMMON = {"seed": 0, "device": "auto"}
 
 # Keys of each stage's config (the ones that change its result).
 DATA_KEYS = ("dataset_size", "image_size", "seed", "val_fraction", "max_shapes")
-TRAIN_KEYS = ("backbone", "categories", "epochs", "batch_size", "image_size", "seed", "lr", "time_budget")
+TRAIN_KEYS = ("backbone", "categories", "epochs", "batch_size", "image_size", "seed", "lr", "time_budget",
+              "stamp_images")
 
 # Phase 1 targets: (key in the summary, label, threshold).
 TARGETS = (
@@ -118,5 +119,6 @@ def train_config(settings: dict) -> dict:
 def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> dict:
     cfg = {"categories": settings["categories"], "real_data": real_data, "real_data_sha256": real_sha,
            "real_max_images": settings.get("real_max_images") if real_data else None,
-           "test_size": default_test_size(settings["image_size"]), "hybrid_confident": HYBRID_CONFIDENT}
+           "test_size": default_test_size(settings["image_size"]), "hybrid_confident": HYBRID_CONFIDENT,
+           "stamp_vote_detector_weight": STAMP_VOTE_DETECTOR_WEIGHT}
     return cfg

@@ -320,7 +320,8 @@ def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict,
         kwargs = dict(backbone=s["backbone"], categories=s["categories"], epochs=s["epochs"],
                       batch_size=s["batch_size"], image_size=s["image_size"], device=s["device"],
                       workers=s.get("workers"), seed=s["seed"], lr=s["lr"], time_budget=s["time_budget"],
-                      restart=not ctx.opts.checkpoint, progress=ctx.opts.progress)
+                      restart=not ctx.opts.checkpoint, progress=ctx.opts.progress,
+                      stamp_images=s["stamp_images"])
         result = train_detector(str(ctx.mgr.abs(data_rec["outputs"]["dir"])), str(build), **kwargs)
         best = Path(result["best_checkpoint"])
         last = Path(result["last_checkpoint"]) if result.get("last_checkpoint") else None
@@ -338,7 +339,8 @@ def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict,
                    validation={"epochs_completed": len(history), "device": result.get("device")},
                    metrics={"best_metric": result.get("best_metric"), "val_metrics": _jsonable(result.get("val_metrics")),
                             "history": history, "device": result.get("device"),
-                            "train_seconds": result.get("seconds")})
+                            "train_seconds": result.get("seconds"),
+                            "stamp_vote": _jsonable((result.get("stamp_vote") or {}).get("metrics"))})
     except BaseException as exc:
         ctx.mgr.fail("training", rec, _error_text(exc), time.time() - t0)
         raise
@@ -576,7 +578,7 @@ def build_results(ctx: _Context, data_rec: dict, train_rec: dict, eval_rec: dict
                    for stage, rec in zip(STAGES, (data_rec, train_rec, eval_rec))},
         "dataset": data_rec.get("validation"),
         "training": {"history": tm.get("history"), "best_metric": tm.get("best_metric"),
-                     "val_metrics": tm.get("val_metrics"),
+                     "val_metrics": tm.get("val_metrics"), "stamp_vote": tm.get("stamp_vote"),
                      "best_checkpoint": train_rec.get("outputs", {}).get("best_checkpoint", {}).get("path")},
         "evaluation": em.get("sets"),
         "summary": em.get("summary"),

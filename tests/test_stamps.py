@@ -1,0 +1,118 @@
+"""The stamp vote: holes inside ring stamps, a classifier trained on synthetic patches that reads
+real stamps, the vote on real strokes, and the vote stored in (and removed from) a checkpoint."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from bongard_system1.data.generate import generate_dataset
+from bongard_system1.logo.actions import PlacedShape, parse_program
+from bongard_system1.logo.render import render
+from bongard_system1.predict import Detection, System1
+from bongard_system1.stamps import (STAMPED, StampVote, hole_centres, labelled_patches, predict_proba,
+                                    train_stamp_classifier)
+from bongard_system1.train import train_detector
+
+
+def _stamped_image(style, stamps="ring"):
+    # small stamps, as in free-form problems: their holes are a few dozen pixels
+    shape = PlacedShape(parse_program([f"line_{style}_1.000-0.250", f"line_{style}_0.700-0.250"]),
+                        (-100.0, 0.0), 0.0, 110.0)
+    r = render([shape], 512, stamps=stamps)
+    return r.image, [(b, style) for b in r.stroke_boxes[0]]
+
+
+@pytest.mark.parametrize("style", STAMPED)
+def test_ring_stamps_leave_holes_labelled_with_their_style(style):
+    image, strokes = _stamped_image(style)
+    patches, labels = labelled_patches(image, strokes)
+    assert len(labels) >= 10 and set(labels.tolist()) == {STAMPED.index(style)}
+    assert patches.shape[1:] == (24, 24) and patches.min() < 128       # ink around every hole
+    # plain strokes have no holes, hence no patches
+    plain, plain_strokes = _stamped_image("normal")
+    assert len(labelled_patches(plain, plain_strokes)[1]) == 0
+
+
+def test_holes_are_found_in_the_frame_of_512_px_whatever_the_image_size():
+    image, _ = _stamped_image("circle")
+    at512, scale = hole_centres(image)
+    assert scale == 1.0 and len(at512) >= 10
+    small = cv2.resize(image, (448, 448), interpolation=cv2.INTER_AREA)
+    at448, scale = hole_centres(small)
+    assert scale == pytest.approx(512 / 448)
+    # the same holes, in the smaller image's pixels
+    assert abs(len(at448) - len(at512)) <= 2
+    assert np.median(at448[:, 0]) == pytest.approx(np.median(at512[:, 0]) * 448 / 512, abs=2.0)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return train_stamp_classifier(num_images=600, epochs=3, seed=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def real_stamped(real_dir):
+    """Real images with their stroke boxes and styles (the first 150 images)."""
+    coco = json.loads((real_dir / "strokes_coco.json").read_text())
+    by = {}
+    for a in coco["annotations"]:
+        by.setdefault(a["image_id"], []).append((a["bbox"], a["style"]))
+    out = []
+    for im in coco["images"][:150]:
+        gray = cv2.imread(str(real_dir / im["file_name"]), cv2.IMREAD_GRAYSCALE)
+        out.append((gray, by.get(im["id"], [])))
+    return out
+
+
+def test_a_classifier_trained_on_synthetic_patches_reads_real_stamps(classifier, real_stamped):
+    m = classifier["metrics"]
+    assert m["train_patches"] > 5000 and m["val_accuracy"] > 0.9, m
+    xs, ys = zip(*(labelled_patches(g, s) for g, s in real_stamped))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    assert len(y) > 500 and set(y.tolist()) == {0, 1, 2}
+    acc = float((predict_proba(classifier["net"], x).argmax(1) == y).mean())
+    assert acc > 0.9, acc
+
+
+def test_the_vote_corrects_wrong_stamp_styles_of_real_strokes(classifier, real_stamped):
+    vote = StampVote(classifier["state_dict"])
+    right = total = 0
+    for gray, strokes in real_stamped:
+        for box, style in strokes:
+            if style not in STAMPED:
+                continue
+            wrong = STAMPED[(STAMPED.index(style) + 1) % 3]
+            dets = [Detection(list(box), 0.9, "line", wrong)]
+            vote.restyle(gray, dets, [[1.0, 1.0, 1.0]])       # the detector has no preference
+            right += dets[0].style == style
+            total += 1
+    assert total > 100 and right / total > 0.85, (right, total)
+    # a detector that is sure outweighs a split vote; normal strokes and boxes without holes are left alone
+    gray, strokes = next((g, s) for g, s in real_stamped if any(st == "normal" for _, st in s))
+    box = next(b for b, st in strokes if st == "normal")
+    dets = [Detection(list(box), 0.9, "line", "normal"), Detection([0, 0, 3, 3], 0.9, "arc", "square")]
+    assert vote.restyle(gray, dets, [[0, 0, 0], [0, 1, 0]]) == 0
+    assert [d.style for d in dets] == ["normal", "square"]
+
+
+def test_the_vote_travels_in_the_checkpoint_and_can_be_left_out(tmp_path):
+    data = tmp_path / "ds"
+    generate_dataset(data, 24, 128, seed=2, workers=1, val_fraction=0.25, max_shapes=2, progress=False, quiet=True)
+    run = tmp_path / "run"
+    res = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60)
+    assert res["stamp_vote"]["settings"] == {"images": 60, "epochs": 3, "seed": 0}
+    assert res["stamp_vote"]["metrics"]["train_patches"] > 100
+    assert System1.load(run, device="cpu").stamp_vote is not None
+    assert System1.load(run, device="cpu", stamp_vote=False).stamp_vote is None
+    image, _ = _stamped_image("triangle")
+    dets = System1.load(run, device="cpu").detect(image)        # runs end to end with the vote
+    assert all(d.style in (None, "normal", "zigzag", *STAMPED) for d in dets)
+    # the same command again keeps it; 0 images takes it out, without touching the detector
+    before = (run / "best.pt").stat().st_mtime_ns
+    again = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60)
+    assert again["stamp_vote"]["metrics"] == res["stamp_vote"]["metrics"]
+    assert (run / "best.pt").stat().st_mtime_ns == before
+    train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=0)
+    assert System1.load(run, device="cpu").stamp_vote is None
