@@ -6,8 +6,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from bongard_system1.data.generate import generate_dataset
+from bongard_system1.errors import System1Error
 from bongard_system1.logo.actions import PlacedShape, parse_program
 from bongard_system1.logo.render import render
 from bongard_system1.predict import Detection, System1
@@ -37,10 +39,11 @@ def test_ring_stamps_leave_holes_labelled_with_their_style(style):
 
 def test_holes_are_found_in_the_frame_of_512_px_whatever_the_image_size():
     image, _ = _stamped_image("circle")
-    at512, scale = hole_centres(image)
+    at512, scale, _ = hole_centres(image)
     assert scale == 1.0 and len(at512) >= 10
     small = cv2.resize(image, (448, 448), interpolation=cv2.INTER_AREA)
-    at448, scale = hole_centres(small)
+    at448, scale, frame = hole_centres(small)
+    assert frame.shape == (512, 512)
     assert scale == pytest.approx(512 / 448)
     # the same holes, in the smaller image's pixels
     assert abs(len(at448) - len(at512)) <= 2
@@ -89,7 +92,7 @@ def test_the_vote_corrects_wrong_stamp_styles_of_real_strokes(classifier, real_s
             right += dets[0].style == style
             total += 1
     assert total > 100 and right / total > 0.85, (right, total)
-    # a detector that is sure outweighs a split vote; normal strokes and boxes without holes are left alone
+    # strokes called normal, and stamped strokes whose box holds no hole, keep their style
     gray, strokes = next((g, s) for g, s in real_stamped if any(st == "normal" for _, st in s))
     box = next(b for b, st in strokes if st == "normal")
     dets = [Detection(list(box), 0.9, "line", "normal"), Detection([0, 0, 3, 3], 0.9, "arc", "square")]
@@ -97,22 +100,55 @@ def test_the_vote_corrects_wrong_stamp_styles_of_real_strokes(classifier, real_s
     assert [d.style for d in dets] == ["normal", "square"]
 
 
-def test_the_vote_travels_in_the_checkpoint_and_can_be_left_out(tmp_path):
-    data = tmp_path / "ds"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("stamps") / "ds"
     generate_dataset(data, 24, 128, seed=2, workers=1, val_fraction=0.25, max_shapes=2, progress=False, quiet=True)
-    run = tmp_path / "run"
+    run = data.parent / "run"
     res = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60)
-    assert res["stamp_vote"]["settings"] == {"images": 60, "epochs": 3, "seed": 0}
+    return data, run, res
+
+
+def test_postprocess_feeds_the_networks_stamp_scores_to_the_vote(tiny_run, classifier):
+    _, run, _ = tiny_run
+    system = System1.load(run, device="cpu", shape_mode="model")
+    system.stamp_vote = StampVote(classifier["state_dict"])
+    image, strokes = _stamped_image("triangle")
+    x, y, w, h = strokes[0][0]
+    names = system.names
+    box = [float(x), float(y), float(x + w), float(y + h)]
+    # the network's two candidates at one box: square first, triangle lower (below the score threshold
+    # used here, yet counted); and a box far from any stamp
+    out = {"boxes": torch.tensor([box, box, [300.0, 300.0, 320.0, 330.0]]),
+           "scores": torch.tensor([0.3, 0.2, 0.6]),
+           "labels": torch.tensor([names.index("line/square") + 1, names.index("line/triangle") + 1,
+                                   names.index("line/triangle") + 1])}
+    assert System1.stamp_scores(out["boxes"][:1], ["line"], out["boxes"], out["scores"],
+                                [names[int(k) - 1] for k in out["labels"]]) == [[0.0, pytest.approx(0.3),
+                                                                                pytest.approx(0.2)]]
+    plain = system.postprocess(image, out, score_threshold=0.25, stamp_vote=False)
+    voted = system.postprocess(image, out, score_threshold=0.25)
+    near = [d for d in voted if abs(d.bbox[0] - x) < 1]
+    assert [d.style for d in plain if abs(d.bbox[0] - x) < 1] == ["square"]
+    assert [d.style for d in near] == ["triangle"]       # the holes say triangle
+    assert [d.style for d in voted if d.bbox[0] > 250] == ["triangle"]      # no holes there: unchanged
+
+
+def test_the_vote_travels_in_the_checkpoint_and_can_be_left_out(tiny_run):
+    data, run, res = tiny_run
+    assert res["stamp_vote"]["settings"]["images"] == 60
     assert res["stamp_vote"]["metrics"]["train_patches"] > 100
     assert System1.load(run, device="cpu").stamp_vote is not None
     assert System1.load(run, device="cpu", stamp_vote=False).stamp_vote is None
-    image, _ = _stamped_image("triangle")
-    dets = System1.load(run, device="cpu").detect(image)        # runs end to end with the vote
-    assert all(d.style in (None, "normal", "zigzag", *STAMPED) for d in dets)
     # the same command again keeps it; 0 images takes it out, without touching the detector
     before = (run / "best.pt").stat().st_mtime_ns
     again = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60)
     assert again["stamp_vote"]["metrics"] == res["stamp_vote"]["metrics"]
     assert (run / "best.pt").stat().st_mtime_ns == before
+    weights = torch.load(run / "best.pt", weights_only=True)["model"]
     train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=0)
     assert System1.load(run, device="cpu").stamp_vote is None
+    after = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+    with pytest.raises(System1Error, match="too few stamp patches"):
+        train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=1)

@@ -180,7 +180,7 @@ class System1:
             from .stamps import StampVote
             try:
                 vote = StampVote(ckpt["stamp_vote"]["state_dict"], dev)
-            except (KeyError, RuntimeError) as exc:
+            except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
                 raise System1Error(f"{path}: its stamp vote does not load ({str(exc).splitlines()[0]})")
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote)
 
@@ -203,9 +203,9 @@ class System1:
         vote (if the model has one and ``stamp_vote``), shape boxes made to meet the ink."""
         import torch
         from torchvision.ops import batched_nms
-        boxes, scores, labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
-        keep = scores >= score_threshold
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
+        keep = all_scores >= score_threshold
+        boxes, scores, labels = all_boxes[keep], all_scores[keep], all_labels[keep]
         names = [self.names[int(l) - 1] for l in labels]
         cats = [n.split("/")[0] for n in names]
         group = torch.tensor([{"shape": 0, "line": 1, "arc": 2}[c] for c in cats], dtype=torch.int64)
@@ -221,23 +221,27 @@ class System1:
             (shapes if cats[i] == "shape" else dets).append(d)
         if stamp_vote and self.stamp_vote is not None and dets:
             strokes = [i for i in keep.tolist() if cats[i] != "shape"]
-            self.stamp_vote.restyle(gray, dets, self._stamp_scores(boxes, scores, names, strokes))
+            all_names = [self.names[int(l) - 1] for l in all_labels]
+            scores_at = self.stamp_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names)
+            self.stamp_vote.restyle(gray, dets, scores_at)
         return refine_shapes(gray, shapes, self.shape_mode) + dets
 
     @staticmethod
-    def _stamp_scores(boxes, scores, names, kept, same=0.9):
-        """For each kept stroke: the network's best score for each stamp style of its type (line or
-        arc) among the candidates at (nearly) the same box (IoU >= ``same``)."""
+    def stamp_scores(boxes, types, all_boxes, all_scores, all_names, same=0.9) -> list[list[float]]:
+        """For each stroke box (xyxy) of the given type (line or arc): the network's best score for each
+        stamp style of that type among all its candidates at (nearly) the same box (IoU >= ``same``),
+        whatever the score threshold."""
         from torchvision.ops import box_iou
         from .stamps import STAMPED
-        iou = box_iou(boxes[kept], boxes).numpy()
-        sc = scores.numpy()
+        if not len(boxes) or not len(all_boxes):
+            return [[0.0] * len(STAMPED) for _ in range(len(boxes))]
+        iou = box_iou(boxes, all_boxes).numpy()
+        sc = all_scores.numpy()
         out = []
-        for row, i in zip(iou, kept):
-            typ = names[i].split("/")[0]
-            near = row >= same
-            out.append([float(max((sc[j] for j in map(int, near.nonzero()[0]) if names[j] == f"{typ}/{st}"),
-                                  default=0.0)) for st in STAMPED])
+        for row, typ in zip(iou, types):
+            near = np.flatnonzero(row >= same)
+            out.append([float(max((sc[j] for j in near if all_names[j] == f"{typ}/{st}"), default=0.0))
+                        for st in STAMPED])
         return out
 
 

@@ -3,8 +3,8 @@
 At the sizes the detector works at (416 to 480 px) a stamp is a few pixels across, and nearly all of
 the detector's style errors on real images are between the three stamp styles, circle, square and
 triangle. At 512 px, the size of real Bongard-LOGO images, every stamp still shows a small white
-hole inside its outline, and the hole's shape tells the three apart. ``StampNet``, a small CNN,
-classifies 24x24 patches centred on those holes (:func:`hole_centres`). It is trained on synthetic
+hole inside its outline, and the hole's shape tells the three apart. A small CNN
+(:func:`build_stamp_net`) classifies 24x24 patches centred on those holes (:func:`hole_centres`). It is trained on synthetic
 images drawn at 512 px with ring stamps (:mod:`logo.stamp_rings`, the original raster's look), each
 hole labelled by the one stamped stroke whose box holds it; it never sees a real image.
 
@@ -12,12 +12,13 @@ The vote: for each stroke the detector calls circle, square or triangle, the cla
 probabilities are averaged over the holes inside the stroke's box and added to the detector's own
 scores for the three stamp styles at that box (normalised to sum to 1, weighted by
 ``settings.STAMP_VOTE_DETECTOR_WEIGHT``); the largest sum gives the style. Strokes without a hole keep the detector's
-style, and strokes it calls normal or zigzag are left alone.
+style, and strokes it calls normal or zigzag are left alone. Every hole inside a stroke's box
+counts, its neighbours' included (counting each hole only for the smallest box holding it was worse
+in an offline test: real style 90.8% against 92.1% without the detector's scores).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -27,19 +28,20 @@ import numpy as np
 from .logo.fidelity import STAMPED, stamp_hole_centres
 from .settings import STAMP_VOTE_DETECTOR_WEIGHT
 
+STAMP_VOTE_VERSION = 1     # bump when the patches, the network or the renderer change: old votes are redone
 STAMP_IMAGE_SIZE = 512     # holes are found and classified at the real images' size
 PATCH = 24
 _NORM = (0.8, 0.3)         # patch pixels: (x / 255 - 0.8) / 0.3
 
 
-def hole_centres(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """White holes inside stamps, found at 512 px: ``(centres in the image's pixels, scale)`` where
-    ``scale`` maps the image to the 512 px frame the patches come from."""
+def hole_centres(gray: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """White holes inside stamps, found at 512 px: ``(centres in the image's pixels, scale, the
+    image at 512 px)``, where ``scale`` maps the image's pixels to that 512 px frame."""
     scale = STAMP_IMAGE_SIZE / float(gray.shape[1])
     if gray.shape[1] != STAMP_IMAGE_SIZE:
         size = (STAMP_IMAGE_SIZE, max(1, int(round(gray.shape[0] * scale))))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return stamp_hole_centres(gray) / scale, scale
+    return stamp_hole_centres(gray) / scale, scale, gray
 
 
 def patches_at(gray512: np.ndarray, centres512: np.ndarray) -> np.ndarray:
@@ -133,8 +135,9 @@ def train_stamp_classifier(num_images: int = 3000, epochs: int = 3, seed: int = 
     t0 = time.time()
     x, y = synthetic_stamp_patches(num_images, seed, progress, stamps)
     x_va, y_va = synthetic_stamp_patches(max(1, num_images // 10), seed + 7919, False, stamps)
-    if len(x) < 16 or len(set(y.tolist())) < len(STAMPED):
-        raise ValueError(f"{num_images} images gave too few stamp patches ({len(x)}) to train the stamp vote")
+    if len(x) < 16 or len(set(y.tolist())) < len(STAMPED) or not len(x_va):
+        raise ValueError(f"{num_images} images gave too few stamp patches ({len(x)}, {len(x_va)} to check it) "
+                         "to train the stamp vote: give it more images")
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 0x57A4])
     net = build_stamp_net().to(device)
@@ -153,7 +156,7 @@ def train_stamp_classifier(num_images: int = 3000, epochs: int = 3, seed: int = 
             loss.backward()
             opt.step()
             sched.step()
-    acc = float((predict_proba(net, x_va, device).argmax(1) == y_va).mean()) if len(x_va) else None
+    acc = float((predict_proba(net, x_va, device).argmax(1) == y_va).mean())
     metrics = {"train_patches": int(len(x)), "val_patches": int(len(x_va)), "val_accuracy": acc,
                "images": int(num_images), "epochs": int(epochs), "seconds": round(time.time() - t0, 1)}
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -177,12 +180,9 @@ class StampVote:
         todo = [i for i, d in enumerate(strokes) if d.style in STAMPED]
         if not todo:
             return 0
-        centres, scale = hole_centres(gray)
+        centres, scale, gray512 = hole_centres(gray)
         if not len(centres):
             return 0
-        gray512 = gray if scale == 1.0 else cv2.resize(
-            gray, (STAMP_IMAGE_SIZE, max(1, int(round(gray.shape[0] * scale)))),
-            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         prob = predict_proba(self.net, patches_at(gray512, centres * scale), self.device)
         changed = 0
         for i in todo:

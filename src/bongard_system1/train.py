@@ -2,7 +2,7 @@
 
 A run folder holds ``config.json``, ``last.pt`` (everything needed to resume, written atomically
 after every epoch, the previous copy kept as ``last.prev.pt`` until the new one is whole),
-``best.pt`` (the best model by validation AP, weights only), ``metrics.csv`` (one row per epoch,
+``best.pt`` (the best model by validation AP, weights only, and the stamp vote), ``metrics.csv`` (one row per epoch,
 rewritten from the checkpoint's history so a resumed run never duplicates rows) and
 ``training_curves.png``. Running the same command again resumes from the last finished epoch and
 ends where an uninterrupted run ends: samples and augmentations are seeded per epoch and index.
@@ -488,14 +488,14 @@ def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict |
     """Train the stamp vote and store it in the checkpoint ``best_path`` (rewritten atomically),
     unless it already holds one made with the same settings; ``num_images`` 0 removes it. Returns
     the vote's settings and metrics, or None."""
-    from .stamps import train_stamp_classifier
+    from .stamps import STAMP_VOTE_VERSION, train_stamp_classifier
     ckpt = _try_load(best_path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise System1Error(f"{best_path} is not a readable bongard-system1 checkpoint (truncated or corrupt?)")
-    settings = {"images": int(num_images), "epochs": STAMP_EPOCHS, "seed": int(seed)}
-    old = ckpt.get("stamp_vote")
+    settings = {"images": int(num_images), "epochs": STAMP_EPOCHS, "seed": int(seed), "version": STAMP_VOTE_VERSION}
+    old = ckpt.get("stamp_vote") if isinstance(ckpt.get("stamp_vote"), dict) else None
     if num_images == 0:
-        if old is not None:
+        if "stamp_vote" in ckpt:
             ckpt.pop("stamp_vote")
             _atomic_torch_save(ckpt, best_path)
         return None

@@ -172,6 +172,17 @@ def _choose_build_dir(decision: Decision, target: Path, workdir: Path) -> tuple[
     return _staging(target), True
 
 
+def _only_stamp_vote_changed(decision: Decision, cfg: dict, target: Path) -> bool:
+    """True when a complete training differs from ``cfg`` only in the stamp vote's settings (the
+    vote lives outside the detector's own config, see ``train.add_stamp_vote``)."""
+    rec = decision.record or {}
+    old = rec.get("config") or {}
+    if not decision.reason.startswith("config changed") or rec.get("status") != "complete":
+        return False
+    differs = {k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k)}
+    return differs == {"stamp_images"} and (target / "best.pt").is_file() and (target / "last.pt").is_file()
+
+
 # ---------------------------------------------------------------------------------------------
 # the stages
 
@@ -300,7 +311,10 @@ def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict,
         return rec, False
 
     target = run_dir(ctx.workdir, ctx.profile, ctx.opts.checkpoint)
-    if ctx.opts.checkpoint:
+    if ctx.opts.checkpoint and _only_stamp_vote_changed(decision, cfg, target):
+        build, fresh = target, False        # the detector stands; train_detector only redoes the vote
+        ctx.log("[training] the detector is unchanged: only its stamp vote is trained")
+    elif ctx.opts.checkpoint:
         build, fresh = _choose_build_dir(decision, target, ctx.workdir)
     else:
         build, fresh = target, True
