@@ -318,8 +318,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("image_size", image_size)):
         if int(v) <= 0:
             raise System1Error(f"{name} must be positive, got {v}")
-    if int(stamp_images) < 0:
-        raise System1Error(f"stamp_images must be 0 or more, got {stamp_images}")
+    if int(stamp_images) != 0 and int(stamp_images) < MIN_STAMP_IMAGES:
+        raise System1Error(f"stamp images must be 0 (no stamp vote) or at least {MIN_STAMP_IMAGES}, got {stamp_images}")
     if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
         raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
     dev = resolve_device(device)
@@ -482,6 +482,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
 
 
 STAMP_EPOCHS = 3
+MIN_STAMP_IMAGES = 50     # fewer images do not give the three stamp styles enough patches
 
 
 def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict | None:
