@@ -66,7 +66,8 @@ def fakes(monkeypatch):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         resumed = (out / "last.pt").exists()
-        state["train"].append({"out": str(out), "resumed": resumed, "epochs": epochs, "data": str(data_dir)})
+        state["train"].append({"out": str(out), "resumed": resumed, "epochs": epochs, "data": str(data_dir),
+                               "stamp_images": stamp_images})
         (out / "last.pt").write_bytes(b"LAST")
         if "train" in state["fail"]:
             raise Killed()
@@ -204,6 +205,22 @@ def test_epochs_change_retrains_and_reevaluates_but_keeps_data(fakes, tmp_path, 
     assert fakes["train"][-1]["out"].endswith("smoke.new") and not fakes["train"][-1]["resumed"]
     assert (wd / "runs" / "smoke" / "best.pt").read_bytes() == b"CKPT3-resnet18"
     assert not (wd / "runs" / "smoke.new").exists()
+
+
+def test_a_changed_stamp_vote_is_trained_in_place_without_a_new_detector(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    capsys.readouterr()
+    assert run(wd, "--stamp_images", "0") == 0
+    out = capsys.readouterr().out
+    assert "[training] running: config changed: stamp_images 60 -> 0" in out
+    assert "only its stamp vote is trained" in out and ran_stages(out) == ["training", "evaluation"]
+    # the finished run folder itself, not a fresh staging folder
+    assert fakes["train"][-1]["out"].endswith("runs/smoke") and fakes["train"][-1]["stamp_images"] == 0
+    assert not (wd / "runs" / "smoke.new").exists()
+    # a vote from too few images is refused before any stage runs
+    assert run(wd, "--stamp_images", "10") == 2
+    assert "at least 50" in capsys.readouterr().err
 
 
 def test_deleted_or_corrupt_model_retrains(fakes, tmp_path, capsys):

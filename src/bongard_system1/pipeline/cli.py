@@ -28,7 +28,7 @@ OVERRIDE_DESTS = {"dataset_size": "dataset_size", "image_size": "image_size", "e
                   "batch_size": "batch_size", "backbone": "backbone", "categories": "categories",
                   "device": "device", "workers": "workers", "seed": "seed", "lr": "lr",
                   "time_budget": "time_budget", "val_fraction": "val_fraction", "max_shapes": "max_shapes",
-                  "real_max_images": "real_max_images"}
+                  "real_max_images": "real_max_images", "stamp_images": "stamp_images"}
 
 
 def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None) -> None:

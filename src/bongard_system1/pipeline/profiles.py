@@ -16,6 +16,7 @@ from ..errors import System1Error
 from ..settings import DATA_FORMAT_VERSION, HYBRID_CONFIDENT, STAMP_VOTE_DETECTOR_WEIGHT, default_test_size
 
 DEFAULT_PROFILE = "quick"
+MIN_STAMP_IMAGES = 50     # as train.MIN_STAMP_IMAGES (this module must not import torch)
 
 
 def _loader_workers(low: int, high: int) -> int:
@@ -105,6 +106,9 @@ def resolve_settings(profile: str, overrides: dict | None = None) -> dict:
         raise System1Error(f"val_fraction must be in (0, 1), got {settings['val_fraction']!r}")
     if settings["time_budget"] is not None and settings["time_budget"] <= 0:
         raise System1Error(f"time_budget must be positive minutes, got {settings['time_budget']!r}")
+    if settings["stamp_images"] != 0 and settings["stamp_images"] < MIN_STAMP_IMAGES:
+        raise System1Error(f"stamp_images must be 0 (no stamp vote) or at least {MIN_STAMP_IMAGES}, "
+                           f"got {settings['stamp_images']!r}")
     return settings
 
 
