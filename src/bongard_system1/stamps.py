@@ -4,15 +4,15 @@ At the sizes the detector works at (416 to 480 px) a stamp is a few pixels acros
 the detector's style errors on real images are between the three stamp styles, circle, square and
 triangle. At 512 px, the size of real Bongard-LOGO images, every stamp still shows a small white
 hole inside its outline, and the hole's shape tells the three apart. A small CNN
-(:func:`build_stamp_net`) classifies 24x24 patches centred on those holes (:func:`hole_centres`). It is trained on synthetic
-images drawn at 512 px with ring stamps (:mod:`logo.stamp_rings`, the original raster's look), each
+(:func:`build_stamp_net`) classifies 24x24 patches centred on those holes (:func:`hole_centres`).
+It is trained on synthetic images drawn at 512 px with ring stamps (:mod:`logo.stamp_rings`, the original raster's look), each
 hole labelled by the one stamped stroke whose box holds it; it never sees a real image.
 
 The vote: for each stroke the detector calls circle, square or triangle, the classifier's
 probabilities are averaged over the holes inside the stroke's box and added to the detector's own
 scores for the three stamp styles at that box (normalised to sum to 1, weighted by
-``settings.STAMP_VOTE_DETECTOR_WEIGHT``); the largest sum gives the style. Strokes without a hole keep the detector's
-style, and strokes it calls normal or zigzag are left alone. Every hole inside a stroke's box
+``settings.STAMP_VOTE_DETECTOR_WEIGHT``); the largest sum gives the style. Strokes without a hole
+keep the detector's style, and strokes it calls normal or zigzag are left alone. Every hole inside a stroke's box
 counts, its neighbours' included (counting each hole only for the smallest box holding it was worse
 in an offline test: real style 90.8% against 92.1% without the detector's scores).
 """
