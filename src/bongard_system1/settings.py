@@ -19,6 +19,7 @@ TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
 HYBRID_CONFIDENT = 0.6
 STAMP_VOTE_DETECTOR_WEIGHT = 1.0
+MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
 
 
 def default_test_size(image_size: int) -> int:

@@ -27,6 +27,7 @@ from .errors import System1Error
 from .io_utils import write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .predict import CHECKPOINT_FORMAT, System1
+from .settings import MIN_STAMP_IMAGES
 
 
 @dataclass
@@ -482,7 +483,6 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
 
 
 STAMP_EPOCHS = 3
-MIN_STAMP_IMAGES = 50     # fewer images do not give the three stamp styles enough patches
 
 
 def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict | None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..settings import DATA_FORMAT_VERSION, HYBRID_CONFIDENT, STAMP_VOTE_DETECTOR_WEIGHT, default_test_size
+from ..settings import (DATA_FORMAT_VERSION, HYBRID_CONFIDENT, MIN_STAMP_IMAGES, STAMP_VOTE_DETECTOR_WEIGHT,
+                        default_test_size)
 
 DEFAULT_PROFILE = "quick"
-MIN_STAMP_IMAGES = 50     # as train.MIN_STAMP_IMAGES (this module must not import torch)
 
 
 def _loader_workers(low: int, high: int) -> int:
