@@ -118,3 +118,25 @@ def test_sampler_is_seeded():
     assert [s.program for s in a] == [s.program for s in b] and pa == pb
     n_shapes = [len(sample_image(np.random.default_rng([1, i]))[0]) for i in range(60)]
     assert set(n_shapes) == {1, 2, 3}
+
+
+def test_sampler_follows_the_original_generators_conventions():
+    """Free-form shapes are made of the original's moves (lines of 1, quarter arcs of radius 0.5), each
+    starting straight on, with uniformly drawn styles; every arc of a basic shape has radius 0.5; about
+    half the basic shapes are all `normal`, the others mix styles stroke by stroke."""
+    from bongard_system1.logo.sample import FREEFORM_MIN_SPREAD, _spread, basic, freeform
+    rng = np.random.default_rng(11)
+    ff = [freeform(rng)[0] for _ in range(400)]
+    strokes = [a for shape in ff for a in shape]
+    assert {a.size for a in strokes if a.kind == "line"} == {1.0}
+    assert {(a.size, a.arc_degrees) for a in strokes if a.kind == "arc"} == {(0.5, 90.0)}
+    assert np.mean([abs(a.turn_degrees) < 1e-6 for shape in ff for a in shape[1:]]) > 0.45
+    shares = np.array([np.mean([a.style == s for a in strokes]) for s in ("normal", "zigzag", "circle", "square", "triangle")])
+    assert np.all(np.abs(shares - 0.2) < 0.04), shares
+    assert all(_spread(shape) > FREEFORM_MIN_SPREAD[len(shape)] for shape in ff)
+    shapes = [basic(rng)[0] for _ in range(600)]
+    assert {a.size for shape in shapes for a in shape if a.kind == "arc"} == {0.5}
+    all_normal = np.mean([all(a.style == "normal" for a in shape) for shape in shapes])
+    assert 0.42 < all_normal < 0.58
+    mixed = [shape for shape in shapes if len(shape) >= 4 and not all(a.style == "normal" for a in shape)]
+    assert np.mean([len({a.style for a in shape}) >= 2 for shape in mixed]) > 0.9

@@ -52,7 +52,9 @@ def test_holes_are_found_in_the_frame_of_512_px_whatever_the_image_size():
 
 @pytest.fixture(scope="module")
 def classifier():
-    return train_stamp_classifier(num_images=1500, epochs=3, seed=1, progress=False)
+    # the pipeline's default number of images (a classifier from 1,500 images of data format 4 read
+    # only 85% of real stamp patches right)
+    return train_stamp_classifier(num_images=3000, epochs=3, seed=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_the_vote_corrects_wrong_stamp_styles_of_real_strokes(classifier, real_s
                 continue
             wrong = STAMPED[(STAMPED.index(style) + 1) % 3]
             dets = [Detection(list(box), 0.9, "line", wrong)]
-            vote.restyle(gray, dets, [[1.0, 1.0, 1.0]])       # the detector has no preference
+            vote.restyle(gray, dets, [[0.0, 0.0, 1.0, 1.0, 1.0]])       # no preference among stamps
             right += dets[0].style == style
             total += 1
     assert total > 100 and right / total > 0.85, (right, total)
@@ -96,8 +98,29 @@ def test_the_vote_corrects_wrong_stamp_styles_of_real_strokes(classifier, real_s
     gray, strokes = next((g, s) for g, s in real_stamped if any(st == "normal" for _, st in s))
     box = next(b for b, st in strokes if st == "normal")
     dets = [Detection(list(box), 0.9, "line", "normal"), Detection([0, 0, 3, 3], 0.9, "arc", "square")]
-    assert vote.restyle(gray, dets, [[0, 0, 0], [0, 1, 0]]) == 0
+    assert vote.restyle(gray, dets, [[1, 0, 0, 0, 0], [0, 0, 0, 1, 0]]) == 0
     assert [d.style for d in dets] == ["normal", "square"]
+
+
+def test_the_vote_rereads_real_stamped_lines_called_plain_and_leaves_plain_lines_alone(classifier, real_stamped):
+    """A line called normal or zigzag is re-read only when stamp holes lie along it: real stamped
+    lines get their stamp back, real normal and zigzag lines (holes of neighbours in their box
+    included) nearly all keep their style."""
+    vote = StampVote(classifier["state_dict"])
+    counts = {"stamped": [0, 0], "plain": [0, 0]}
+    for gray, strokes in real_stamped:
+        for box, style in strokes:
+            if box[2] < 8 and box[3] < 8:
+                continue
+            called = "zigzag" if style != "zigzag" else "normal"
+            dets = [Detection(list(box), 0.9, "line", called)]
+            vote.restyle(gray, dets, [[1.0, 1.0, 1.0, 1.0, 1.0]])      # no preference at all
+            key = "stamped" if style in STAMPED else "plain"
+            counts[key][0] += dets[0].style == (style if key == "stamped" else called)
+            counts[key][1] += 1
+    (st_right, st_total), (pl_kept, pl_total) = counts["stamped"], counts["plain"]
+    assert st_total > 100 and st_right / st_total > 0.6, counts
+    assert pl_total > 100 and pl_kept / pl_total > 0.9, counts
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +146,8 @@ def test_postprocess_feeds_the_networks_stamp_scores_to_the_vote(tiny_run, class
            "scores": torch.tensor([0.3, 0.2, 0.6]),
            "labels": torch.tensor([names.index("line/square") + 1, names.index("line/triangle") + 1,
                                    names.index("line/triangle") + 1])}
-    assert System1.stamp_scores(out["boxes"][:1], ["line"], out["boxes"], out["scores"],
-                                [names[int(k) - 1] for k in out["labels"]]) == [[0.0, pytest.approx(0.3),
+    assert System1.style_scores(out["boxes"][:1], ["line"], out["boxes"], out["scores"],
+                                [names[int(k) - 1] for k in out["labels"]]) == [[0.0, 0.0, 0.0, pytest.approx(0.3),
                                                                                 pytest.approx(0.2)]]
     plain = system.postprocess(image, out, score_threshold=0.25, stamp_vote=False)
     voted = system.postprocess(image, out, score_threshold=0.25)

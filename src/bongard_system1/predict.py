@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .settings import HYBRID_CONFIDENT, TEST_SIZE_RANGE, default_test_size
@@ -222,26 +223,25 @@ class System1:
         if stamp_vote and self.stamp_vote is not None and dets:
             strokes = [i for i in keep.tolist() if cats[i] != "shape"]
             all_names = [self.names[int(l) - 1] for l in all_labels]
-            scores_at = self.stamp_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names)
+            scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names)
             self.stamp_vote.restyle(gray, dets, scores_at)
         return refine_shapes(gray, shapes, self.shape_mode) + dets
 
     @staticmethod
-    def stamp_scores(boxes, types, all_boxes, all_scores, all_names, same=0.9) -> list[list[float]]:
+    def style_scores(boxes, types, all_boxes, all_scores, all_names, same=0.9) -> list[list[float]]:
         """For each stroke box (xyxy) of the given type (line or arc): the network's best score for each
-        stamp style of that type among all its candidates at (nearly) the same box (IoU >= ``same``),
-        whatever the score threshold."""
+        style of that type (``STYLES`` order) among all its candidates at (nearly) the same box
+        (IoU >= ``same``), whatever the score threshold."""
         from torchvision.ops import box_iou
-        from .stamps import STAMPED
         if not len(boxes) or not len(all_boxes):
-            return [[0.0] * len(STAMPED) for _ in range(len(boxes))]
+            return [[0.0] * len(STYLES) for _ in range(len(boxes))]
         iou = box_iou(boxes, all_boxes).numpy()
         sc = all_scores.numpy()
         out = []
         for row, typ in zip(iou, types):
             near = np.flatnonzero(row >= same)
             out.append([float(max((sc[j] for j in near if all_names[j] == f"{typ}/{st}"), default=0.0))
-                        for st in STAMPED])
+                        for st in STYLES])
         return out
 
 

@@ -3,7 +3,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 
 * ``DATA_FORMAT_VERSION``: bumped whenever the generator draws differently, so that datasets drawn
   before are redrawn, not mixed or reused. 2: stamp outlines with a sub-pixel band; 3: the original
-  generator's shape scales (``logo.sample``).
+  generator's shape scales (``logo.sample``); 4: the original's free-form moves and style
+  choice, every arc of radius 0.5, more figures among the basic shapes.
 * Inference: images are resized for the network to its test size, by default 1.15x the training
   size rounded to a multiple of 32 (480 px for a model trained at 416). Measured side by side on one
   model trained at 416 px: real strokes AP 0.536 -> 0.569, and synthetic validation AP (all
@@ -12,13 +13,18 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   into the shapes the network sees in it (chosen on synthetic validation images; see ``predict``).
 * ``STAMP_VOTE_DETECTOR_WEIGHT``: in the stamp vote (``stamps``), the weight of the detector's own
   normalised stamp-style scores against the patch classifier's mean vote.
+* ``STAMP_VOTE_LINE_HOLES``, ``STAMP_VOTE_LINE_DISTANCE``: a line stroke the detector calls normal or
+  zigzag is re-read by the vote when at least that many stamp holes lie within that distance of
+  the line (chosen on synthetic images, see ``stamps``).
 """
 
-DATA_FORMAT_VERSION = 3
+DATA_FORMAT_VERSION = 4
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
 HYBRID_CONFIDENT = 0.6
 STAMP_VOTE_DETECTOR_WEIGHT = 1.0
+STAMP_VOTE_LINE_HOLES = 3       # a line called normal or zigzag with this many holes along it is re-read
+STAMP_VOTE_LINE_DISTANCE = 5.0  # ... holes within this many pixels (at 512 px) of the line
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
 
 

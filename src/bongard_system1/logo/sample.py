@@ -2,14 +2,18 @@
 
 The sampler never reads real Bongard-LOGO data. It draws
 
-* free-form shapes: 2 to 9 actions built from small moves (a line, an arc, a corner, a triangle,
-  a square, a half or whole circle), as the original free-form problems are, with random turns;
-* basic shapes built in code: regular polygons, rectangles, circles and arcs, sectors, closed
-  half circles, crosses, stars, open polylines, S curves, spirals and zigzag or stamped outlines;
+* free-form shapes as the original generator's free-form sampler builds them: 2 to 9 actions made
+  of moves (a line of length 1, a quarter arc of radius 0.5, a right angle, a triangle, a square,
+  a half or whole circle), each move continuing straight on from the last one, every stroke's
+  style drawn uniformly from the five, now and then one turn changed (as its negative examples are);
+* basic shapes built in code in the manner of the original's human-designed shapes: regular
+  polygons, rectangles, circles and arcs, sectors, closed half circles, lenses, crosses, stars,
+  open polylines, S curves, funnels, polygons with a side split in two, and random mixed chains of
+  lines and arcs. As in the original, every arc has radius 0.5 (a shape's size is its scale) and a
+  shape is either all `normal` or has each stroke's style drawn uniformly from the five;
 
-and places 1 to ``max_shapes`` of them at a random start point, orientation and scale, with a mix
-of stroke styles. Everything comes from one ``numpy.random.Generator``: the same seed gives the
-same images.
+and places 1 to ``max_shapes`` of them at a random start point, orientation and scale. Everything
+comes from one ``numpy.random.Generator``: the same seed gives the same images.
 """
 
 from __future__ import annotations
@@ -30,31 +34,52 @@ from .turtle_trace import trace_shape
 # shapes stand for both basic-shape and abstract problems, so they take the wider range.
 FREEFORM_SCALES = (80.0, 140.0)
 BASIC_SCALES = (150.0, 320.0)
-STYLE_WEIGHTS = np.array([0.40, 0.15, 0.15, 0.15, 0.15])   # normal, zigzag, circle, square, triangle
+# The free-form turns the original chooses from when it changes a direction.
 TURNS = np.array([0.0, 30.0, -30.0, 60.0, -60.0, 90.0, -90.0, 120.0, -120.0, 150.0, -150.0])
+# Free-form action counts: the original's free-form problems hold one shape of 4 to 9 actions or two
+# of (3, 3), (2, 5), (3, 4), (3, 5), (4, 4), (4, 5); these are the counts per shape that implies.
+FREEFORM_COUNTS = np.arange(2, 10)
+FREEFORM_COUNT_WEIGHTS = np.array([1, 4, 5, 4, 1, 1, 1, 1], dtype=float) / 18.0
+# The least extent (larger side, in units of the scale) of a free-form shape of n actions.
+FREEFORM_MIN_SPREAD = {2: 0.5, 3: 0.85, 4: 0.95, 5: 0.95, 6: 1.15, 7: 1.35, 8: 1.55, 9: 1.75}
+FREEFORM_TURN_CHANGE = 0.05     # share of free-form strokes whose turn is changed (negative examples)
+ALL_NORMAL = 0.5                # share of basic shapes drawn all `normal` (the original's non-stampable ones)
+# Turns between the strokes of basic shapes: right angles most, then the angles of common polygons.
+BASIC_TURNS = np.array([90.0, -90.0, 120.0, -120.0, 135.0, -135.0, 45.0, -45.0, 60.0, -60.0,
+                        150.0, -150.0, 0.0, 180.0])
+BASIC_TURN_WEIGHTS = np.array([6, 2, 2, 1.5, 1.5, 1, 1, 1, 1, 1, 1, 1, 1, 0.4])
+BASIC_TURN_WEIGHTS = BASIC_TURN_WEIGHTS / BASIC_TURN_WEIGHTS.sum()
+ARC_ANGLES = np.array([45.0, 60.0, 75.0, 90.0, 120.0, 180.0, 270.0])
+ARC_ANGLE_WEIGHTS = np.array([0.5, 2, 0.5, 3, 1.5, 1.5, 0.6])
+ARC_ANGLE_WEIGHTS = ARC_ANGLE_WEIGHTS / ARC_ANGLE_WEIGHTS.sum()
+RADIUS = 0.5                    # every arc of the original's shapes
 CANVAS_LIMIT = 360.0   # the original painter rejects shapes that leave [-360, 360]^2
 
 
-def _style(rng, fixed=None):
-    if fixed is not None:
-        return fixed
-    return str(rng.choice(STYLES, p=STYLE_WEIGHTS))
+def _any_style(rng):
+    return str(STYLES[int(rng.integers(len(STYLES)))])
 
 
 def _turn(rng):
-    if rng.random() < 0.8:
-        return float(rng.choice(TURNS))
-    return float(rng.uniform(-180.0, 180.0))
+    return float(rng.choice(TURNS))
+
+
+def _basic_turn(rng):
+    return float(rng.choice(BASIC_TURNS, p=BASIC_TURN_WEIGHTS))
+
+
+def _arc_angle(rng):
+    return float(rng.choice(ARC_ANGLES, p=ARC_ANGLE_WEIGHTS)) * float(rng.choice([1.0, -1.0]))
 
 
 # ---------------------------------------------------------------- free-form shapes
 def _move(rng, name, style_of):
-    """One free-form move: a few actions; the first carries no turn of its own."""
+    """One free-form move, as the original's: every move starts straight on (turn 0)."""
     L, A = Action.line, Action.arc_of
     if name == "line":
-        return [L(style_of(), float(rng.choice([1.0, 1.0, 0.7, 0.5])))]
+        return [L(style_of(), 1.0)]
     if name == "arc":
-        return [A(style_of(), 0.5, float(rng.choice([90.0, -90.0, 180.0, -180.0])))]
+        return [A(style_of(), RADIUS, 90.0)]
     if name == "corner":
         return [L(style_of(), 1.0), L(style_of(), 1.0, 90.0)]
     if name == "triangle":
@@ -62,24 +87,41 @@ def _move(rng, name, style_of):
     if name == "square":
         return [L(style_of(), 1.0)] + [L(style_of(), 1.0, 90.0) for _ in range(3)]
     if name == "semicircle":
-        return [A(style_of(), 0.5, 90.0), A(style_of(), 0.5, 90.0)]
-    return [A(style_of(), 0.5, 90.0) for _ in range(4)]      # circle
+        return [A(style_of(), RADIUS, 90.0), A(style_of(), RADIUS, 90.0)]
+    return [A(style_of(), RADIUS, 90.0) for _ in range(4)]      # circle
 
 
 _MOVES = {"line": 1, "arc": 1, "corner": 2, "semicircle": 2, "triangle": 3, "square": 4, "circle": 4}
 
 
-def freeform(rng, n_actions=None):
-    n = int(n_actions or rng.integers(2, 10))
-    style_of = lambda: _style(rng)  # noqa: E731
+def _freeform_actions(rng, n):
+    style_of = lambda: _any_style(rng)  # noqa: E731
     actions: list[Action] = []
     while len(actions) < n:
         fits = [m for m, k in _MOVES.items() if k <= n - len(actions)]
-        move = _move(rng, str(rng.choice(fits)), style_of)
-        first = move[0]
-        move[0] = Action(first.kind, first.style, first.size, round((_turn(rng) + 180.0) / 360.0, 3), first.arc)
-        actions.extend(move)
-    return actions[:n], "freeform"
+        actions.extend(_move(rng, str(rng.choice(fits)), style_of))
+    return actions[:n]
+
+
+def _spread(actions) -> float:
+    """The larger side of the extent of ``actions`` drawn at scale 1."""
+    ext = _extent(PlacedShape(tuple(actions), (0.0, 0.0), 0.0, 100.0, "freeform"))
+    return 0.0 if ext is None else float((ext[1] - ext[0]).max()) / 100.0
+
+
+def freeform(rng, n_actions=None):
+    n = int(n_actions or rng.choice(FREEFORM_COUNTS, p=FREEFORM_COUNT_WEIGHTS))
+    # Like the original, draw again (up to 100 times) a shape that folds onto itself: its extent must
+    # exceed a minimum that grows with the number of actions.
+    for _ in range(100):
+        actions = _freeform_actions(rng, n)
+        if _spread(actions) > FREEFORM_MIN_SPREAD[n]:
+            break
+    for i in range(1, n):               # a changed direction, as in the original's negative examples
+        if rng.random() < FREEFORM_TURN_CHANGE:
+            a = actions[i]
+            actions[i] = Action(a.kind, a.style, a.size, round((_turn(rng) + 180.0) / 360.0, 3), a.arc)
+    return actions, "freeform"
 
 
 # ---------------------------------------------------------------- basic shapes
@@ -89,34 +131,50 @@ def _polygon(rng, style_of, sides=None):
     return [Action.line(style_of(), side, 0.0 if i == 0 else 360.0 / n) for i in range(n)], f"polygon{n}"
 
 
+def _split_polygon(rng, style_of):
+    """A polygon with one or two sides drawn as two strokes in line (turn 0 between them)."""
+    n = int(rng.integers(3, 7))
+    side = float(np.clip(2.0 / n, 0.3, 1.0))
+    split = set(rng.choice(n, size=int(rng.integers(1, 3)), replace=False).tolist())
+    acts = []
+    for i in range(n):
+        turn = 0.0 if i == 0 else 360.0 / n
+        if i in split:
+            f = float(rng.uniform(0.3, 0.7))
+            acts += [Action.line(style_of(), side * f, turn), Action.line(style_of(), side * (1 - f), 0.0)]
+        else:
+            acts.append(Action.line(style_of(), side, turn))
+    return acts, f"split_polygon{n}"
+
+
 def _rectangle(rng, style_of):
     w, h = float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.2, 0.8))
     return [Action.line(style_of(), s, 0.0 if i == 0 else 90.0) for i, s in enumerate((w, h, w, h))], "rectangle"
 
 
 def _circle(rng, style_of):
-    r = float(rng.uniform(0.25, 0.5))
-    if rng.random() < 0.5:
-        return [Action.arc_of(style_of(), r, 90.0) for _ in range(4)], "circle"
-    return [Action.arc_of(style_of(), r, 360.0)], "circle"
+    parts = int(rng.choice([1, 2, 3, 4, 4, 6]))
+    return [Action.arc_of(style_of(), RADIUS, 360.0 / parts) for _ in range(parts)], "circle"
 
 
 def _arc(rng, style_of):
-    r = float(rng.uniform(0.25, 0.6))
-    ang = float(rng.choice([45.0, 90.0, 135.0, 180.0, 225.0, 270.0])) * float(rng.choice([1, -1]))
-    return [Action.arc_of(style_of(), r, ang)], "arc"
+    return [Action.arc_of(style_of(), RADIUS, _arc_angle(rng))], "arc"
 
 
 def _sector(rng, style_of):
-    r = float(rng.uniform(0.3, 0.6))
     ang = float(rng.choice([60.0, 90.0, 120.0, 180.0, 270.0]))
-    return [Action.line(style_of(), r), Action.arc_of(style_of(), r, ang, 90.0),
-            Action.line(style_of(), r, 90.0)], f"sector{int(ang)}"
+    return [Action.line(style_of(), RADIUS), Action.arc_of(style_of(), RADIUS, ang, 90.0),
+            Action.line(style_of(), RADIUS, 90.0)], f"sector{int(ang)}"
 
 
 def _half_circle(rng, style_of):
-    r = float(rng.uniform(0.25, 0.5))
-    return [Action.line(style_of(), 2 * r), Action.arc_of(style_of(), r, 180.0, 90.0)], "closed_semi_circle"
+    return [Action.line(style_of(), 2 * RADIUS), Action.arc_of(style_of(), RADIUS, 180.0, 90.0)], "closed_semi_circle"
+
+
+def _lens(rng, style_of):
+    """Two arcs that meet at two corners (a leaf or lens)."""
+    a = float(rng.choice([60.0, 90.0, 120.0]))
+    return [Action.arc_of(style_of(), RADIUS, a), Action.arc_of(style_of(), RADIUS, a, 180.0 - a)], "lens"
 
 
 def _cross(rng, style_of):
@@ -136,28 +194,31 @@ def _star(rng, style_of):
 
 def _open_polyline(rng, style_of):
     n = int(rng.integers(2, 7))
-    return [Action.line(style_of(), float(rng.uniform(0.2, 0.8)), 0.0 if i == 0 else _turn(rng))
+    return [Action.line(style_of(), float(rng.uniform(0.2, 0.9)), 0.0 if i == 0 else _basic_turn(rng))
             for i in range(n)], "open_polyline"
 
 
+def _chain(rng, style_of):
+    """A chain of 2 to 9 lines and arcs with the turns of drawn figures (right angles most)."""
+    n = int(rng.integers(2, 10))
+    acts = []
+    for i in range(n):
+        turn = 0.0 if i == 0 else _basic_turn(rng)
+        if rng.random() < 0.2:
+            acts.append(Action.arc_of(style_of(), RADIUS, _arc_angle(rng), turn))
+        else:
+            acts.append(Action.line(style_of(), float(rng.uniform(0.2, 1.0)), turn))
+    return acts, "chain"
+
+
 def _s_curve(rng, style_of):
-    r = float(rng.uniform(0.2, 0.4))
-    ang = float(rng.choice([90.0, 180.0]))
-    return [Action.arc_of(style_of(), r, ang), Action.arc_of(style_of(), r, -ang)], "s_curve"
-
-
-def _spiral(rng, style_of):
-    acts, r = [], float(rng.uniform(0.1, 0.2))
-    for _ in range(int(rng.integers(3, 7))):
-        acts.append(Action.arc_of(style_of(), min(r, 1.0), 90.0))
-        r *= float(rng.uniform(1.2, 1.5))
-    return acts, "spiral"
+    ang = float(rng.choice([60.0, 90.0, 120.0, 180.0]))
+    return [Action.arc_of(style_of(), RADIUS, ang), Action.arc_of(style_of(), RADIUS, -ang)], "s_curve"
 
 
 def _triangle_arc(rng, style_of):
-    s = float(rng.uniform(0.4, 0.9))
-    return [Action.line(style_of(), s), Action.line(style_of(), s, 120.0),
-            Action.arc_of(style_of(), s / 2, 180.0, 120.0)], "triangle_arc"
+    return [Action.line(style_of(), 1.0), Action.line(style_of(), 1.0, 120.0),
+            Action.arc_of(style_of(), RADIUS, 180.0, 120.0)], "triangle_arc"
 
 
 def _funnel(rng, style_of):
@@ -167,18 +228,18 @@ def _funnel(rng, style_of):
         "funnel"
 
 
-_BASIC = [_polygon, _rectangle, _circle, _arc, _sector, _half_circle, _cross, _star, _open_polyline,
-          _s_curve, _spiral, _triangle_arc, _funnel]
+_BASIC = [_polygon, _split_polygon, _rectangle, _circle, _arc, _sector, _half_circle, _lens, _cross, _star,
+          _open_polyline, _s_curve, _triangle_arc, _funnel]
+CHAIN_SHARE = 0.3               # share of basic shapes that are random chains; the rest are the figures above
 
 
 def basic(rng):
-    fixed = None
-    r = rng.random()
-    if r < 0.45:
-        fixed = "normal"
-    elif r < 0.8:
-        fixed = _style(rng)            # one style for the whole outline
-    style_of = lambda: _style(rng, fixed)  # noqa: E731
+    if rng.random() < ALL_NORMAL:
+        style_of = lambda: "normal"  # noqa: E731
+    else:
+        style_of = lambda: _any_style(rng)  # noqa: E731
+    if rng.random() < CHAIN_SHARE:
+        return _chain(rng, style_of)
     return _BASIC[int(rng.integers(len(_BASIC)))](rng, style_of)
 
 
