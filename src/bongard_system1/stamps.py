@@ -21,9 +21,10 @@ runs corner to corner in its box, so the holes within ``settings.STAMP_VOTE_LINE
 (at 512 px) of the box diagonal that holds more of them are the line's own; with at least
 ``settings.STAMP_VOTE_LINE_HOLES`` of them, the detector's normalised scores for its own style and
 the three stamp styles are added to (0, the classifier's mean probabilities), and the largest sum
-wins. Those two settings were chosen on synthetic images (400 drawn at 512 px with ring stamps from
-a random stream the classifier never saw), not on real ones. Arcs called normal or zigzag are left
-alone (no simple line to measure holes against).
+wins. Arcs called normal or zigzag have no simple line to measure holes against: they are re-read
+the same way when at least ``settings.STAMP_VOTE_ARC_HOLES`` holes lie anywhere in their box. Those
+three settings were chosen on synthetic images (400 drawn at 512 px with ring stamps from a random
+stream the classifier never saw), not on real ones.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import numpy as np
 
 from . import STYLES
 from .logo.fidelity import STAMPED, stamp_hole_centres
-from .settings import STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES
+from .settings import (STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE,
+                       STAMP_VOTE_LINE_HOLES)
 
 STAMP_VOTE_VERSION = 1     # bump when the patches, the network or the renderer change: old votes are redone
 STAMP_IMAGE_SIZE = 512     # holes are found and classified at the real images' size
@@ -185,31 +187,35 @@ class StampVote:
 
     def restyle(self, gray: np.ndarray, strokes: list, style_scores: list) -> int:
         """Re-decide in place the style of stroke detections (``.bbox``, ``.category``, ``.style``):
-        those called circle, square or triangle, and lines called normal or zigzag with stamp holes
-        along them. ``style_scores[i]``: the detector's scores of the five styles (``STYLES`` order)
-        at stroke ``i``'s box. Returns how many styles changed."""
-        todo = [i for i, d in enumerate(strokes) if d.style in STAMPED or d.category == "line"]
-        if not todo:
+        those called circle, square or triangle, lines called normal or zigzag with stamp holes
+        along them, and arcs so called with enough holes in their box. ``style_scores[i]``: the
+        detector's scores of the five styles (``STYLES`` order) at stroke ``i``'s box. Returns how
+        many styles changed."""
+        if not strokes:
             return 0
         centres, scale, gray512 = hole_centres(gray)
         if not len(centres):
             return 0
         prob = predict_proba(self.net, patches_at(gray512, centres * scale), self.device)
         changed = 0
-        for i in todo:
-            d = strokes[i]
+        for d, det_scores in zip(strokes, style_scores):
             x, y, w, h = d.bbox
             inside = (centres[:, 0] >= x) & (centres[:, 0] <= x + w) & (centres[:, 1] >= y) & (centres[:, 1] <= y + h)
             if not inside.any():
                 continue
-            scores = dict(zip(STYLES, np.asarray(style_scores[i], np.float64)))
+            scores = dict(zip(STYLES, np.asarray(det_scores, np.float64)))
             if d.style in STAMPED:
                 det = np.array([scores[s] for s in STAMPED])
                 vote = prob[inside].mean(axis=0) + self.detector_weight * det / max(det.sum(), 1e-9)
                 style = STAMPED[int(vote.argmax())]
             else:
-                along = np.flatnonzero(inside)[_along_line(centres[inside], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)]
-                if len(along) < STAMP_VOTE_LINE_HOLES:
+                if d.category == "line":
+                    along = np.flatnonzero(inside)[_along_line(centres[inside], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)]
+                    enough = len(along) >= STAMP_VOTE_LINE_HOLES
+                else:
+                    along = np.flatnonzero(inside)
+                    enough = len(along) >= STAMP_VOTE_ARC_HOLES
+                if not enough:
                     continue
                 det = np.array([scores[d.style]] + [scores[s] for s in STAMPED])
                 vote = np.concatenate([[0.0], prob[along].mean(axis=0)]) + self.detector_weight * det / max(det.sum(), 1e-9)

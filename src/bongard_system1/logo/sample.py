@@ -44,7 +44,9 @@ FREEFORM_COUNT_WEIGHTS = np.array([1, 4, 5, 4, 1, 1, 1, 1], dtype=float) / 18.0
 FREEFORM_MIN_SPREAD = {2: 0.5, 3: 0.85, 4: 0.95, 5: 0.95, 6: 1.15, 7: 1.35, 8: 1.55, 9: 1.75}
 FREEFORM_TURN_CHANGE = 0.05     # share of free-form strokes whose turn is changed (negative examples)
 ALL_NORMAL = 0.5                # share of basic shapes drawn all `normal` (the original's non-stampable ones)
-# Turns between the strokes of basic shapes: right angles most, then the angles of common polygons.
+# Turns between the strokes of basic shapes (right angles most, then the angles of common polygons)
+# and arc angles: rough weights, set after counting the turns and arc angles in the action programs
+# of the development real set's basic and abstract shapes (its only use here; no program is copied).
 BASIC_TURNS = np.array([90.0, -90.0, 120.0, -120.0, 135.0, -135.0, 45.0, -45.0, 60.0, -60.0,
                         150.0, -150.0, 0.0, 180.0])
 BASIC_TURN_WEIGHTS = np.array([6, 2, 2, 1.5, 1.5, 1, 1, 1, 1, 1, 1, 1, 1, 0.4])

@@ -14,7 +14,7 @@ import os
 
 from ..errors import System1Error
 from ..settings import (DATA_FORMAT_VERSION, HYBRID_CONFIDENT, MIN_STAMP_IMAGES, STAMP_VOTE_DETECTOR_WEIGHT,
-                        STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, default_test_size)
+                        STAMP_VOTE_ARC_HOLES, STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, default_test_size)
 
 DEFAULT_PROFILE = "quick"
 
@@ -125,5 +125,6 @@ def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> 
            "real_max_images": settings.get("real_max_images") if real_data else None,
            "test_size": default_test_size(settings["image_size"]), "hybrid_confident": HYBRID_CONFIDENT,
            "stamp_vote_detector_weight": STAMP_VOTE_DETECTOR_WEIGHT,
-           "stamp_vote_line_holes": STAMP_VOTE_LINE_HOLES, "stamp_vote_line_distance": STAMP_VOTE_LINE_DISTANCE}
+           "stamp_vote_line_holes": STAMP_VOTE_LINE_HOLES, "stamp_vote_line_distance": STAMP_VOTE_LINE_DISTANCE,
+           "stamp_vote_arc_holes": STAMP_VOTE_ARC_HOLES}
     return cfg
