@@ -205,22 +205,18 @@ class StampVote:
                 continue
             scores = dict(zip(STYLES, np.asarray(det_scores, np.float64)))
             if d.style in STAMPED:
-                det = np.array([scores[s] for s in STAMPED])
-                vote = prob[inside].mean(axis=0) + self.detector_weight * det / max(det.sum(), 1e-9)
-                style = STAMPED[int(vote.argmax())]
-            else:
+                holes, choices = inside, STAMPED
+            else:       # a plain stroke: its own style stays one of the choices, with no classifier vote
+                holes = np.flatnonzero(inside)
                 if d.category == "line":
-                    along = np.flatnonzero(inside)[_along_line(centres[inside], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)]
-                    enough = len(along) >= STAMP_VOTE_LINE_HOLES
-                else:
-                    along = np.flatnonzero(inside)
-                    enough = len(along) >= STAMP_VOTE_ARC_HOLES
-                if not enough:
+                    holes = holes[_along_line(centres[holes], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)]
+                if len(holes) < (STAMP_VOTE_LINE_HOLES if d.category == "line" else STAMP_VOTE_ARC_HOLES):
                     continue
-                det = np.array([scores[d.style]] + [scores[s] for s in STAMPED])
-                vote = np.concatenate([[0.0], prob[along].mean(axis=0)]) + self.detector_weight * det / max(det.sum(), 1e-9)
-                k = int(vote.argmax())
-                style = d.style if k == 0 else STAMPED[k - 1]
+                choices = (d.style,) + tuple(STAMPED)
+            det = np.array([scores[c] for c in choices])
+            votes = prob[holes].mean(axis=0)
+            votes = np.concatenate([np.zeros(len(choices) - len(votes)), votes])
+            style = choices[int((votes + self.detector_weight * det / max(det.sum(), 1e-9)).argmax())]
             changed += style != d.style
             d.style = style
         return changed
