@@ -4,8 +4,9 @@ validation, per problem type, and CPU inference time for ResNet-18 and ResNet-50
     python benchmarks/detector_goals.py --run WORKDIR/runs/quick --data WORKDIR/processed_data/quick_synthetic \
         [--real ../shared/real-bongard-logo] [--out results/detector_goals.json] [--test-size S]
 
-The network runs once per image; the three ways shape boxes meet the ink (model, snap, hybrid; see
-``bongard_system1.predict``) are scored from the same outputs.
+The network runs once per image (on each of its test-time views); the three ways shape boxes meet the
+ink (model, snap, hybrid; see ``bongard_system1.predict``) are scored from the same outputs, and real
+strokes also from the first view alone (what ``--views 1`` gives), side by side.
 """
 
 import argparse
@@ -39,9 +40,10 @@ def _get(d, path):
     return d
 
 
-def detect_variants(system, gray):
-    """Shapes three ways, and strokes with and without the stamp vote, from one network pass; and the
-    seconds that pass and the post-processing took (what ``detect`` costs)."""
+def detect_variants(system, gray, one_view=False):
+    """Shapes three ways, and strokes with and without the stamp vote, from one network pass; the
+    seconds that pass and the post-processing took (what ``detect`` costs); with ``one_view``, also
+    the strokes (with the vote) from the first view's outputs alone."""
     t = time.perf_counter()
     out = system.network_outputs([gray])[0]
     raw = system.postprocess(gray, out)                     # shape_mode "model": the network's boxes
@@ -49,7 +51,15 @@ def detect_variants(system, gray):
     shapes = [d for d in raw if d.category == "shape"]
     strokes = [d for d in raw if d.category != "shape"]
     plain = [d for d in system.postprocess(gray, out, stamp_vote=False) if d.category != "shape"]
-    return {mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES}, strokes, plain, seconds
+    single = None
+    if one_view:
+        first = {k: v[out["views"] == 0] for k, v in out.items()}
+        views, system.views = system.views, 1
+        try:
+            single = [d for d in system.postprocess(gray, first) if d.category != "shape"]
+        finally:
+            system.views = views
+    return {mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES}, strokes, plain, seconds, single
 
 
 def _as_results(dets, image_id):
@@ -61,22 +71,24 @@ def score_real(system, real_dir, progress=True):
     strokes_gt = load_coco(os.path.join(real_dir, "strokes_coco.json"))
     base = ClassicalBaseline()
     variants = {"model": [], "snap": [], "hybrid": []}
-    strokes, plain, baseline = [], [], []
+    strokes, plain, baseline, single = [], [], [], []
     t_model = 0.0
     for k, im in enumerate(shapes_gt["images"]):
         gray = cv2.imread(os.path.join(real_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
-        shape_sets, st, st_plain, seconds = detect_variants(system, gray)
+        shape_sets, st, st_plain, seconds, st_single = detect_variants(system, gray, one_view=True)
         t_model += seconds
         for name, dets in shape_sets.items():
             variants[name] += _as_results(dets, im["id"])
         strokes += _as_results(st, im["id"])
         plain += _as_results(st_plain, im["id"])
+        single += _as_results(st_single, im["id"])
         baseline += [dict(d, image_id=im["id"]) for d in base.detect(gray)]
         if progress and k % 100 == 0:
             print(f"  real image {k}/{len(shapes_gt['images'])}", file=sys.stderr)
     out = {"real_shapes": {n: coco_metrics(shapes_gt, map_categories(v, shapes_gt)) for n, v in variants.items()},
            "real_strokes": coco_metrics(strokes_gt, map_categories(strokes, strokes_gt)),
            "real_strokes_without_stamp_vote": coco_metrics(strokes_gt, map_categories(plain, strokes_gt)),
+           "real_strokes_first_view_only": coco_metrics(strokes_gt, map_categories(single, strokes_gt)),
            "baseline_real_shapes": coco_metrics(shapes_gt, map_categories(baseline, shapes_gt)),
            "real_ms_per_image": round(1000 * t_model / len(shapes_gt["images"]), 1)}
     # strokes per problem type are in real_strokes["per_type"]
@@ -88,7 +100,7 @@ def score_synthetic(system, data_dir, max_images=400):
     dets, plain = [], []
     for im in gt["images"]:
         gray = cv2.imread(os.path.join(data_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
-        shape_sets, st, st_plain, _ = detect_variants(system, gray)
+        shape_sets, st, st_plain, _, _ = detect_variants(system, gray)
         dets += _as_results(shape_sets["hybrid"] + st, im["id"])
         plain += _as_results(shape_sets["hybrid"] + st_plain, im["id"])
     all_m = coco_metrics(gt, map_categories(dets, gt), per_type=False)
@@ -120,12 +132,14 @@ def main():
     ap.add_argument("--wall-minutes", type=float, default=None, help="pipeline wall time to report")
     ap.add_argument("--test-size", type=int, default=None,
                     help="inference size (default: the model's, 1.15x its training size)")
+    ap.add_argument("--views", type=int, default=None, choices=range(1, 5),
+                    help="test-time views (default: the package's, see bongard_system1.views)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="where the model runs (the CPU inference timings are taken only with cpu)")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    system = System1.load(a.run, device=a.device, shape_mode="model", test_size=a.test_size)
-    res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size,
+    system = System1.load(a.run, device=a.device, shape_mode="model", test_size=a.test_size, views=a.views)
+    res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size, "views": system.views,
            "stamp_vote": system.stamp_vote is not None}
     res.update(score_real(system, a.real))
     res.update(score_synthetic(system, a.data))
@@ -157,12 +171,16 @@ def main():
         sa, sp = m.get("style_accuracy"), p.get("style_accuracy")
         print(f"| {t} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | {'-' if sa is None else f'{sa:.3f}'}"
               f" (without the stamp vote {'-' if sp is None else f'{sp:.3f}'}) |")
+    m = res["real_strokes_first_view_only"]
+    print(f"first view only: AP {m['AP']:.3f} AP50 {m['AP50']:.3f} AP75 {m['AP75']:.3f} style {m['style_accuracy']:.3f}; "
+          + ", ".join(f"{t} {v['AP']:.3f}/{v['AP50']:.3f}" for t, v in sorted(m.get("per_type", {}).items())))
     s = res["synthetic_all"]
     print(f"\nsynthetic val (all categories): AP {s['AP']:.3f} AP50 {s['AP50']:.3f}; per category "
           + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
     print("synthetic val stroke style accuracy, with / without the stamp vote (the vote reads holes at 512 px:",
           "it means little on a dataset drawn smaller with band stamps):", res["synthetic_style_accuracy"])
-    print("CPU inference ms per 512 px image:", res["cpu_inference_ms_512px"])
+    print("CPU inference ms per 512 px image (network, one view):", res["cpu_inference_ms_512px"])
+    print(f"ms per real image, {system.views} view(s), network + fusion + vote:", res["real_ms_per_image"])
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:

@@ -335,3 +335,29 @@ def test_style_accuracy_ignores_categories_without_style():
             {"image_id": 1, "category_id": 2, "bbox": [10, 10, 20, 5], "score": 0.8, "style": "zigzag"}]
     m = coco_metrics(gt, dets)
     assert m["style_accuracy"] == 1.0 and m["style_matched"] == 1 and m["AP"] == 1.0
+
+
+def test_cached_detector_detects_each_image_once_and_keeps_its_time(tmp_path):
+    """The pipeline scores a set's shapes and strokes files from one pass over its images."""
+    import time as _time
+
+    from bongard_system1.evaluate import CachedDetector, evaluate_model
+    coco = _write_tiny_set(tmp_path)
+    calls = []
+
+    class Ink:
+        def detect(self, gray):
+            calls.append(gray.shape)
+            _time.sleep(0.01)
+            ys, xs = np.nonzero(gray < 255)
+            if not ys.size:
+                return []
+            return [{"bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs) + 1), int(np.ptp(ys) + 1)],
+                     "score": 1.0, "category": "shape"}]
+
+    det = CachedDetector(Ink())
+    first = evaluate_model("ink", coco, detector=det, progress=False)
+    again = evaluate_model("ink", coco, detector=det, progress=False)
+    assert len(calls) == 3                                   # three images, each detected once
+    assert first["AP"] == again["AP"] == pytest.approx(1.0)
+    assert again["ms_per_image"] == pytest.approx(first["ms_per_image"]) and first["ms_per_image"] >= 10.0

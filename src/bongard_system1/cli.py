@@ -17,10 +17,13 @@ from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import test_size_px
 from .errors import run_guarded
+from .settings import TEST_VIEWS
 
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline)")
 _NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp vote stored with the model)"
+_VIEWS_HELP = (f"views of each image the network sees, 1 to 4: the image, mirrored left-right, mirrored top-bottom, "
+               f"transposed; their detections are fused (default {TEST_VIEWS}; 1 is about 4x faster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how shape boxes meet the ink (see the README)")
     e.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     e.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
+    e.add_argument("--views", type=int, choices=range(1, 5), default=None, metavar="N", help=_VIEWS_HELP)
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
@@ -99,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
     r.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     r.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
+    r.add_argument("--views", type=int, choices=range(1, 5), default=None, metavar="N", help=_VIEWS_HELP)
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 
     for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),

@@ -1,8 +1,9 @@
 """Inference: load a trained System 1 model, detect shapes and strokes, write COCO results and overlays.
 
 ``System1.load(path).detect(image)`` returns :class:`Detection` objects in the image's own pixels.
-After the network, stroke detections of one type (line or arc) are merged across styles (the
-style is the best-scoring class), and where the model carries a stamp vote (:mod:`stamps`), the
+The network sees the image and, by default, three mirror images of it (``views``); their
+detections are fused, and stroke detections of one type (line or arc) are merged across styles
+(the style is the class whose scores over the views sum highest). Then, where the model carries a stamp vote (:mod:`stamps`), the
 strokes it calls circle, square or triangle have their style re-read from the holes inside their
 stamps. Shape boxes then meet the ink (``shape_mode``):
 
@@ -27,7 +28,8 @@ import numpy as np
 from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
-from .settings import HYBRID_CONFIDENT, TEST_SIZE_RANGE, default_test_size
+from .settings import FUSE_IOU, HYBRID_CONFIDENT, TEST_SIZE_RANGE, TEST_VIEWS, default_test_size
+from .views import MAX_VIEWS, fuse, to_original, view_images
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
 
@@ -146,13 +148,17 @@ class System1:
     """A trained detector ready for inference."""
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
-                 test_size: int | None = None, stamp_vote=None):
+                 test_size: int | None = None, stamp_vote=None, views: int = 1):
         """``test_size``: the size images are resized to for the network (None: the training size, as
         in validation during training). It is set on ``model.transform``, so it holds for every user of
         that model object; :meth:`load` gives each call its own model. ``stamp_vote``: a
-        :class:`stamps.StampVote` or None."""
+        :class:`stamps.StampVote` or None. ``views``: how many views of each image the network sees
+        (1 to 4, see :mod:`views`)."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
+        if not 1 <= int(views) <= MAX_VIEWS:
+            raise System1Error(f"views must be 1 to {MAX_VIEWS}, got {views!r}")
+        self.views = int(views)
         lo, hi = TEST_SIZE_RANGE
         if test_size is not None and not lo <= int(test_size) <= hi:
             raise System1Error(f"test size {test_size} is out of range ({lo} to {hi} px)")
@@ -168,9 +174,10 @@ class System1:
 
     @classmethod
     def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
-             stamp_vote: bool = True) -> "System1":
+             stamp_vote: bool = True, views: int | None = None) -> "System1":
         """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
-        ``stamp_vote``: use the stamp vote the checkpoint carries (if any)."""
+        ``stamp_vote``: use the stamp vote the checkpoint carries (if any); ``views`` None means
+        ``settings.TEST_VIEWS``."""
         from .train import load_checkpoint_model, resolve_device
         dev = resolve_device(device)
         path = resolve_model_path(path)
@@ -183,7 +190,8 @@ class System1:
                 vote = StampVote(ckpt["stamp_vote"]["state_dict"], dev)
             except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
                 raise System1Error(f"{path}: its stamp vote does not load ({str(exc).splitlines()[0]})")
-        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote)
+        return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote,
+                   TEST_VIEWS if views is None else views)
 
     def detect(self, image, score_threshold=0.05) -> list[Detection]:
         return self.detect_batch([image], score_threshold)[0]
@@ -193,27 +201,39 @@ class System1:
         return [self.postprocess(g, o, score_threshold) for g, o in zip(grays, self.network_outputs(grays))]
 
     def network_outputs(self, grays) -> list[dict]:
-        """The network's raw detections (torchvision's dicts of boxes, scores, labels) for gray images."""
+        """The network's detections for gray images, every view's in the image's own pixels: a dict of
+        ``boxes`` (xyxy), ``scores``, ``labels`` and ``views`` (the view each was seen in) per image."""
         import torch
-        xs = [torch.from_numpy(g).float().div_(255.0)[None].to(self.device) for g in grays]
+        xs = [torch.from_numpy(v).float().div_(255.0)[None].to(self.device)
+              for g in grays for v in view_images(g, self.views)]
         with torch.inference_mode():
-            return self.model(xs)
+            raw = self.model(xs)
+        outs = []
+        for k, g in enumerate(grays):
+            per_view = raw[k * self.views:(k + 1) * self.views]
+            h, w = g.shape
+            outs.append({"boxes": torch.cat([to_original(o["boxes"].float().cpu(), v, w, h)
+                                             for v, o in enumerate(per_view)]),
+                         "scores": torch.cat([o["scores"].float().cpu() for o in per_view]),
+                         "labels": torch.cat([o["labels"].cpu() for o in per_view]),
+                         "views": torch.cat([torch.full((len(o["scores"]),), v, dtype=torch.int64)
+                                             for v, o in enumerate(per_view)])})
+        return outs
 
     def postprocess(self, gray, out, score_threshold=0.05, stamp_vote=True) -> list[Detection]:
-        """Detections from one image's :meth:`network_outputs`: strokes merged across styles, the stamp
-        vote (if the model has one and ``stamp_vote``), shape boxes made to meet the ink."""
+        """Detections from one image's :meth:`network_outputs`: the views fused and strokes merged across
+        styles, the stamp vote (if the model has one and ``stamp_vote``), shape boxes made to meet the ink."""
         import torch
-        from torchvision.ops import batched_nms
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
-        keep = all_scores >= score_threshold
-        boxes, scores, labels = all_boxes[keep], all_scores[keep], all_labels[keep]
+        all_views = out.get("views", torch.zeros(len(all_scores), dtype=torch.int64))
+        n_views = int(all_views.max()) + 1 if len(all_views) else 1
+        group_of = {"shape": 0, "line": 1, "arc": 2}
+        groups = torch.tensor([group_of[self.names[int(l) - 1].split("/")[0]] for l in all_labels], dtype=torch.int64)
+        boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, max(n_views, self.views),
+                                     FUSE_IOU)
+        keep = torch.nonzero(scores >= score_threshold).flatten()
         names = [self.names[int(l) - 1] for l in labels]
         cats = [n.split("/")[0] for n in names]
-        group = torch.tensor([{"shape": 0, "line": 1, "arc": 2}[c] for c in cats], dtype=torch.int64)
-        if len(boxes):
-            keep = batched_nms(boxes, scores, group, 0.7)
-        else:
-            keep = torch.zeros(0, dtype=torch.int64)
         dets, shapes = [], []
         for i in keep.tolist():
             b = boxes[i].tolist()
@@ -223,25 +243,29 @@ class System1:
         if stamp_vote and self.stamp_vote is not None and dets:
             strokes = [i for i in keep.tolist() if cats[i] != "shape"]
             all_names = [self.names[int(l) - 1] for l in all_labels]
-            scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names)
+            scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
+                                          all_views.numpy(), max(n_views, self.views))
             self.stamp_vote.restyle(gray, dets, scores_at)
         return refine_shapes(gray, shapes, self.shape_mode) + dets
 
     @staticmethod
-    def style_scores(boxes, types, all_boxes, all_scores, all_names, same=0.9) -> list[list[float]]:
+    def style_scores(boxes, types, all_boxes, all_scores, all_names, all_views=None, n_views=1,
+                     same=0.9) -> list[list[float]]:
         """For each stroke box (xyxy) of the given type (line or arc): the network's best score for each
         style of that type (``STYLES`` order) among all its candidates at (nearly) the same box
-        (IoU >= ``same``), whatever the score threshold."""
+        (IoU >= ``same``), whatever the score threshold; with several views, the mean over the views
+        of each view's best score."""
         from torchvision.ops import box_iou
         if not len(boxes) or not len(all_boxes):
             return [[0.0] * len(STYLES) for _ in range(len(boxes))]
         iou = box_iou(boxes, all_boxes).numpy()
         sc = all_scores.numpy()
+        vw = np.zeros(len(sc), np.int64) if all_views is None else np.asarray(all_views)
         out = []
         for row, typ in zip(iou, types):
             near = np.flatnonzero(row >= same)
-            out.append([float(max((sc[j] for j in near if all_names[j] == f"{typ}/{st}"), default=0.0))
-                        for st in STYLES])
+            out.append([sum(float(max((sc[j] for j in near if vw[j] == v and all_names[j] == f"{typ}/{st}"),
+                                      default=0.0)) for v in range(n_views)) / n_views for st in STYLES])
         return out
 
 
@@ -282,7 +306,8 @@ def cli_predict(args):
         detector = ClassicalBaseline()
     else:
         detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode,
-                                test_size=args.test_size, stamp_vote=not args.no_stamp_vote)
+                                test_size=args.test_size, stamp_vote=not args.no_stamp_vote,
+                                views=args.views)
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)

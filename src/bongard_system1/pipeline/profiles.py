@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..settings import (DATA_FORMAT_VERSION, HYBRID_CONFIDENT, MIN_STAMP_IMAGES, STAMP_VOTE_DETECTOR_WEIGHT,
+from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, TEST_VIEWS, MIN_STAMP_IMAGES, STAMP_VOTE_DETECTOR_WEIGHT,
                         STAMP_VOTE_ARC_HOLES, STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, default_test_size)
 
 DEFAULT_PROFILE = "quick"
@@ -123,7 +123,8 @@ def train_config(settings: dict) -> dict:
 def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> dict:
     cfg = {"categories": settings["categories"], "real_data": real_data, "real_data_sha256": real_sha,
            "real_max_images": settings.get("real_max_images") if real_data else None,
-           "test_size": default_test_size(settings["image_size"]), "hybrid_confident": HYBRID_CONFIDENT,
+           "test_size": default_test_size(settings["image_size"]), "test_views": TEST_VIEWS, "fuse_iou": FUSE_IOU,
+           "hybrid_confident": HYBRID_CONFIDENT,
            "stamp_vote_detector_weight": STAMP_VOTE_DETECTOR_WEIGHT,
            "stamp_vote_line_holes": STAMP_VOTE_LINE_HOLES, "stamp_vote_line_distance": STAMP_VOTE_LINE_DISTANCE,
            "stamp_vote_arc_holes": STAMP_VOTE_ARC_HOLES}
