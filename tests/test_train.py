@@ -143,7 +143,7 @@ def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
 
 def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images(run, data):
     out, _ = run
-    model = System1.load(out, shape_mode="model")
+    model = System1.load(out, shape_mode="model", views=1)     # the views' own mapping: tests/test_views.py
     img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
     wide = np.full((128, 256), 255, np.uint8)
     wide[:, :128] = img                      # the same content in a non-square image
@@ -156,6 +156,11 @@ def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images
         assert top_big.category == top_small.category
         np.testing.assert_allclose(np.array(top_big.bbox), np.array(top_small.bbox) * factor, atol=4.0)
         assert all(0 <= d.bbox[0] <= big.shape[1] and 0 <= d.bbox[1] <= big.shape[0] for d in big_dets)
+    # four views of a non-square image: every fused box inside it
+    tall = np.ascontiguousarray(wide.T)
+    dets = System1.load(out, shape_mode="model").detect(tall, score_threshold=0.0)
+    assert dets and all(-1 <= d.bbox[0] and d.bbox[0] + d.bbox[2] <= 129 and -1 <= d.bbox[1]
+                        and d.bbox[1] + d.bbox[3] <= 257 for d in dets)
 
 
 def test_images_meet_the_network_at_the_test_size(run, data, tmp_path):
@@ -165,15 +170,16 @@ def test_images_meet_the_network_at_the_test_size(run, data, tmp_path):
     for size, expected in ((None, 160), (192, 192)):
         system = System1.load(out, shape_mode="model", test_size=size)
         seen = []
-        system.model.backbone.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[-2:])))
+        system.model.backbone.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape)))
         system.detect(img)
-        assert seen == [(expected, expected)]
+        assert seen == [(4, 1, expected, expected)]         # the image and its three mirror images, one batch
     with pytest.raises(System1Error, match="test size"):
         System1.load(out, test_size=8)
     proc = run_cli("evaluate", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "m.json",
-                   "--test-size", "128")
+                   "--test-size", "128", "--views", "2")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "m.json").read_text())["test_size"] == 128
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["test_size"] == 128 and metrics["views"] == 2
     proc = run_cli("predict", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "p.json",
                    "--test-size", "8")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -225,12 +225,12 @@ class System1:
         styles, the stamp vote (if the model has one and ``stamp_vote``), shape boxes made to meet the ink."""
         import torch
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
+        # outputs without view indices (a plain torchvision model's) are one view
         all_views = out.get("views", torch.zeros(len(all_scores), dtype=torch.int64))
-        n_views = int(all_views.max()) + 1 if len(all_views) else 1
+        n_views = self.views if "views" in out else 1
         group_of = {"shape": 0, "line": 1, "arc": 2}
         groups = torch.tensor([group_of[self.names[int(l) - 1].split("/")[0]] for l in all_labels], dtype=torch.int64)
-        boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, max(n_views, self.views),
-                                     FUSE_IOU)
+        boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, n_views, FUSE_IOU)
         keep = torch.nonzero(scores >= score_threshold).flatten()
         names = [self.names[int(l) - 1] for l in labels]
         cats = [n.split("/")[0] for n in names]
@@ -244,7 +244,7 @@ class System1:
             strokes = [i for i in keep.tolist() if cats[i] != "shape"]
             all_names = [self.names[int(l) - 1] for l in all_labels]
             scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
-                                          all_views.numpy(), max(n_views, self.views))
+                                          all_views.numpy(), n_views)
             self.stamp_vote.restyle(gray, dets, scores_at)
         return refine_shapes(gray, shapes, self.shape_mode) + dets
 

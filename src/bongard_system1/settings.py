@@ -19,7 +19,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 * ``STAMP_VOTE_LINE_HOLES``, ``STAMP_VOTE_LINE_DISTANCE``: a line stroke the detector calls normal or
   zigzag is re-read by the vote when at least that many stamp holes lie within that distance of
   the line; an arc so called, when at least ``STAMP_VOTE_ARC_HOLES`` holes lie in its box (all three
-  chosen on synthetic images, see ``stamps``).
+  chosen on synthetic images, see ``stamps``). ``STAMP_VOTE_LINE_SPAN``: and those holes must spread
+  over at least that fraction of the line (holes bunched at one end are a neighbour's).
 """
 
 DATA_FORMAT_VERSION = 4
@@ -31,7 +32,9 @@ HYBRID_CONFIDENT = 0.6
 STAMP_VOTE_DETECTOR_WEIGHT = 1.0
 STAMP_VOTE_LINE_HOLES = 3       # a line called normal or zigzag with this many holes along it is re-read
 STAMP_VOTE_LINE_DISTANCE = 5.0  # ... holes within this many pixels (at 512 px) of the line
+STAMP_VOTE_LINE_SPAN = 0.2      # ... and spread over at least this fraction of its length
 STAMP_VOTE_ARC_HOLES = 5        # an arc called normal or zigzag with this many holes in its box is re-read
+STAMP_VOTE_VERSION = 2    # the vote's patches, classes or network; a change retrains the vote (2: a plain class)
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
 
 

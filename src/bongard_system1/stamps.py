@@ -4,12 +4,15 @@ At the sizes the detector works at (416 to 480 px) a stamp is a few pixels acros
 the detector's style errors on real images are between the three stamp styles, circle, square and
 triangle. At 512 px, the size of real Bongard-LOGO images, every stamp still shows a small white
 hole inside its outline, and the hole's shape tells the three apart. A small CNN
-(:func:`build_stamp_net`) classifies 24x24 patches centred on those holes (:func:`hole_centres`).
-It is trained on synthetic images drawn at 512 px with ring stamps (:mod:`logo.stamp_rings`, the original raster's look), each
-hole labelled by the one stamped stroke whose box holds it; it never sees a real image.
+(:func:`build_stamp_net`) classifies 24x24 patches centred on those holes (:func:`hole_centres`)
+as circle, square, triangle or ``plain`` (a white pocket where plain strokes meet or cross, not a
+stamp). It is trained on synthetic images drawn at 512 px with ring stamps (:mod:`logo.stamp_rings`,
+the original raster's look), each hole labelled by the strokes whose boxes hold it (see
+:func:`labelled_patches`); it never sees a real image.
 
 The vote: for each stroke the detector calls circle, square or triangle, the classifier's
-probabilities are averaged over the holes inside the stroke's box and added to the detector's own
+probabilities of the three stamps are averaged over the holes inside the stroke's box (a hole
+taken for ``plain`` votes for none) and added to the detector's own
 scores for the three stamp styles at that box (normalised to sum to 1, weighted by
 ``settings.STAMP_VOTE_DETECTOR_WEIGHT``); the largest sum gives the style. Strokes without a hole
 keep the detector's style. Every hole inside a stroke's box counts, its neighbours' included
@@ -20,11 +23,14 @@ Lines the detector calls normal or zigzag are re-read too when stamp holes lie a
 runs corner to corner in its box, so the holes within ``settings.STAMP_VOTE_LINE_DISTANCE`` pixels
 (at 512 px) of the box diagonal that holds more of them are the line's own; with at least
 ``settings.STAMP_VOTE_LINE_HOLES`` of them, the detector's normalised scores for its own style and
-the three stamp styles are added to (0, the classifier's mean probabilities), and the largest sum
-wins. Arcs called normal or zigzag have no simple line to measure holes against: they are re-read
-the same way when at least ``settings.STAMP_VOTE_ARC_HOLES`` holes lie anywhere in their box. Those
-three settings were chosen on synthetic images (400 drawn at 512 px with ring stamps from a random
-stream the classifier never saw), not on real ones.
+the three stamp styles are added to the classifier's mean probabilities (``plain`` counting for
+its own style), and the largest sum wins. Holes bunched at
+one end of the line (spread over less than ``settings.STAMP_VOTE_LINE_SPAN`` of it) belong to a
+neighbour that meets it there: no re-read. Arcs called normal or zigzag have no simple line to
+measure holes against: they are re-read the same way when at least ``settings.STAMP_VOTE_ARC_HOLES``
+holes lie anywhere in their box. Those settings were chosen on synthetic images (400 drawn at 512 px
+with ring stamps from a random stream the classifier never saw), not on real ones. A vote saved
+before the plain class (three outputs) still loads and votes as it did.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ import numpy as np
 from . import STYLES
 from .logo.fidelity import STAMPED, stamp_hole_centres
 from .settings import (STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE,
-                       STAMP_VOTE_LINE_HOLES)
+                       STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN,
+                       STAMP_VOTE_VERSION)  # noqa: F401  (the pipeline and train.py read the version here)
 
-STAMP_VOTE_VERSION = 1     # bump when the patches, the network or the renderer change: old votes are redone
+CLASSES = tuple(STAMPED) + ("plain",)   # the classifier's classes: the three stamps, and holes of no stamp
 STAMP_IMAGE_SIZE = 512     # holes are found and classified at the real images' size
 PATCH = 24
 _NORM = (0.8, 0.3)         # patch pixels: (x / 255 - 0.8) / 0.3
@@ -67,8 +74,11 @@ def patches_at(gray512: np.ndarray, centres512: np.ndarray) -> np.ndarray:
 
 
 def labelled_patches(gray512: np.ndarray, strokes) -> tuple[np.ndarray, np.ndarray]:
-    """Patches around the holes of one 512 px image that lie in stamped strokes of one style, with
-    their labels (index into ``STAMPED``). ``strokes``: ``(bbox [x, y, w, h], style)`` pairs."""
+    """Patches around the holes of one 512 px image with their labels (index into ``CLASSES``): a
+    stamp style where the strokes whose boxes hold the hole are stamped in that style only; ``plain``
+    where they are all normal or zigzag (white pockets where strokes cross or meet, which the
+    classifier must learn to tell from stamps); holes in no stroke's box, or in boxes of a stamp and
+    a plain style or of two stamps, are left out. ``strokes``: ``(bbox [x, y, w, h], style)`` pairs."""
     centres = stamp_hole_centres(gray512)
     if not len(centres) or not strokes:
         return np.zeros((0, PATCH, PATCH), np.uint8), np.zeros(0, np.int64)
@@ -79,20 +89,24 @@ def labelled_patches(gray512: np.ndarray, strokes) -> tuple[np.ndarray, np.ndarr
     keep, labels = [], []
     for i, row in enumerate(inside):
         found = set(styles[row].tolist())
-        if len(found) == 1 and next(iter(found)) in STAMPED:
+        stamps = found & set(STAMPED)
+        if len(found) == 1 and stamps:
             keep.append(i)
-            labels.append(STAMPED.index(next(iter(found))))
+            labels.append(CLASSES.index(next(iter(found))))
+        elif found and not stamps:
+            keep.append(i)
+            labels.append(CLASSES.index("plain"))
     return patches_at(gray512, centres[keep]), np.array(labels, np.int64)
 
 
-def build_stamp_net():
-    """Six 3x3 conv layers (32-128 channels, two stride-2), global pooling, 3 classes."""
+def build_stamp_net(num_classes: int = len(CLASSES)):
+    """Six 3x3 conv layers (32-128 channels, two stride-2), global pooling, ``num_classes`` classes."""
     from torch import nn
 
     def block(i, o, stride=1):
         return [nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
     return nn.Sequential(*block(1, 32), *block(32, 32), *block(32, 64, 2), *block(64, 64), *block(64, 128, 2),
-                         *block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(STAMPED)))
+                         *block(128, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, num_classes))
 
 
 def as_tensor(patches: np.ndarray):
@@ -134,7 +148,7 @@ def predict_proba(net, patches: np.ndarray, device="cpu") -> np.ndarray:
     with torch.inference_mode():
         out = [torch.softmax(net(as_tensor(patches[i:i + 1024]).to(device)), 1).float().cpu()
                for i in range(0, len(patches), 1024)]
-    return torch.cat(out).numpy() if out else np.zeros((0, len(STAMPED)), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, net[-1].out_features), np.float32)
 
 
 def train_stamp_classifier(num_images: int = 3000, epochs: int = 3, seed: int = 0, device: str = "cpu",
@@ -147,7 +161,7 @@ def train_stamp_classifier(num_images: int = 3000, epochs: int = 3, seed: int = 
     t0 = time.time()
     x, y = synthetic_stamp_patches(num_images, seed, progress, stamps)
     x_va, y_va = synthetic_stamp_patches(max(1, num_images // 10), seed + 7919, False, stamps)
-    if len(x) < 16 or len(set(y.tolist())) < len(STAMPED) or not len(x_va):
+    if len(x) < 16 or not set(range(len(STAMPED))) <= set(y.tolist()) or not len(x_va):
         raise ValueError(f"{num_images} images gave too few stamp patches ({len(x)}, {len(x_va)} to check it) "
                          "to train the stamp vote: give it more images")
     torch.manual_seed(seed)
@@ -179,7 +193,8 @@ class StampVote:
     """The trained stamp classifier, applied to a detector's stroke detections."""
 
     def __init__(self, state_dict, device="cpu", detector_weight: float = STAMP_VOTE_DETECTOR_WEIGHT):
-        self.net = build_stamp_net()
+        # a vote saved before the plain class (STAMP_VOTE_VERSION 1) has three outputs
+        self.net = build_stamp_net(int(state_dict[f"{len(build_stamp_net()) - 1}.weight"].shape[0]))
         self.net.load_state_dict(state_dict)
         self.net.to(device).eval()
         self.device = device
@@ -206,30 +221,37 @@ class StampVote:
             scores = dict(zip(STYLES, np.asarray(det_scores, np.float64)))
             if d.style in STAMPED:
                 holes, choices = inside, STAMPED
-            else:       # a plain stroke: its own style stays one of the choices, with no classifier vote
+            else:       # a plain stroke: its own style stays one of the choices, voted for by "plain" holes
                 holes = np.flatnonzero(inside)
                 if d.category == "line":
-                    holes = holes[_along_line(centres[holes], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)]
+                    near, along = _along_line(centres[holes], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)
+                    if near.any() and np.ptp(along[near]) < STAMP_VOTE_LINE_SPAN:
+                        continue            # holes bunched at one end: a neighbour's stamps, not its own
+                    holes = holes[near]
                 if len(holes) < (STAMP_VOTE_LINE_HOLES if d.category == "line" else STAMP_VOTE_ARC_HOLES):
                     continue
                 choices = (d.style,) + tuple(STAMPED)
             det = np.array([scores[c] for c in choices])
-            votes = prob[holes].mean(axis=0)
-            votes = np.concatenate([np.zeros(len(choices) - len(votes)), votes])
+            votes = prob[holes].mean(axis=0)          # circle, square, triangle[, plain]
+            plain = votes[len(STAMPED)] if len(votes) > len(STAMPED) else 0.0
+            votes = votes[:len(STAMPED)] if choices == STAMPED else np.concatenate([[plain], votes[:len(STAMPED)]])
             style = choices[int((votes + self.detector_weight * det / max(det.sum(), 1e-9)).argmax())]
             changed += style != d.style
             d.style = style
         return changed
 
 
-def _along_line(points: np.ndarray, bbox, distance: float) -> np.ndarray:
-    """Which ``points`` lie within ``distance`` of the line a line stroke's box implies: of its two
-    diagonals, the one with more points that close."""
+def _along_line(points: np.ndarray, bbox, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``points`` lie within ``distance`` of the line a line stroke's box implies (of its two
+    diagonals, the one with more points that close), and where each point falls along that line
+    (0 at one end, 1 at the other)."""
     x, y, w, h = bbox
-    near = []
+    near, along = [], []
     for a, b in (((x, y), (x + w, y + h)), ((x + w, y), (x, y + h))):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         ab = b - a
         t = np.clip(((points - a) @ ab) / max(float(ab @ ab), 1e-9), 0.0, 1.0)
         near.append(np.linalg.norm(points - (a + t[:, None] * ab), axis=1) <= distance)
-    return near[0] if near[0].sum() >= near[1].sum() else near[1]
+        along.append(t)
+    k = 0 if near[0].sum() >= near[1].sum() else 1
+    return near[k], along[k]

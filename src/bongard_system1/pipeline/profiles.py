@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, TEST_VIEWS, MIN_STAMP_IMAGES, STAMP_VOTE_DETECTOR_WEIGHT,
-                        STAMP_VOTE_ARC_HOLES, STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, default_test_size)
+from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, MIN_STAMP_IMAGES, STAMP_VOTE_ARC_HOLES,
+                        STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES,
+                        STAMP_VOTE_LINE_SPAN, STAMP_VOTE_VERSION, TEST_VIEWS, default_test_size)
 
 DEFAULT_PROFILE = "quick"
 
@@ -117,7 +118,9 @@ def data_config(settings: dict) -> dict:
 
 
 def train_config(settings: dict) -> dict:
-    return {k: settings[k] for k in TRAIN_KEYS}
+    cfg = {k: settings[k] for k in TRAIN_KEYS}
+    cfg["stamp_vote_version"] = STAMP_VOTE_VERSION if settings["stamp_images"] else None
+    return cfg
 
 
 def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> dict:
@@ -127,5 +130,6 @@ def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> 
            "hybrid_confident": HYBRID_CONFIDENT,
            "stamp_vote_detector_weight": STAMP_VOTE_DETECTOR_WEIGHT,
            "stamp_vote_line_holes": STAMP_VOTE_LINE_HOLES, "stamp_vote_line_distance": STAMP_VOTE_LINE_DISTANCE,
+           "stamp_vote_line_span": STAMP_VOTE_LINE_SPAN,
            "stamp_vote_arc_holes": STAMP_VOTE_ARC_HOLES}
     return cfg

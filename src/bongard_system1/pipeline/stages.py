@@ -180,7 +180,8 @@ def _only_stamp_vote_changed(decision: Decision, cfg: dict, target: Path) -> boo
     if not decision.reason.startswith("config changed") or rec.get("status") != "complete":
         return False
     differs = {k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k)}
-    return differs == {"stamp_images"} and (target / "best.pt").is_file() and (target / "last.pt").is_file()
+    return (bool(differs) and differs <= {"stamp_images", "stamp_vote_version"} and (target / "best.pt").is_file()
+            and (target / "last.pt").is_file())
 
 
 # ---------------------------------------------------------------------------------------------
