@@ -9,7 +9,7 @@ by side.
 Real patches come from every hole (``logo.fidelity.stamp_hole_centres``) that lies in the boxes of
 stamped strokes of one style only, labelled with that style, or in boxes of plain strokes only
 (``plain``; see ``stamps.labelled_patches``). The classifier never sees a real image before it is
-scored. Goal: accuracy on real stamp patches >= 0.95 with ring stamps. About 6 minutes on 2 cores.
+scored. Goal: accuracy on real stamp patches >= 0.95 with ring stamps. About 5 minutes on 2 cores.
 """
 
 import argparse
