@@ -3,9 +3,8 @@
 ``System1.load(path).detect(image)`` returns :class:`Detection` objects in the image's own pixels.
 The network sees the image and, by default, three mirror images of it (``views``); their
 detections are fused, and stroke detections of one type (line or arc) are merged across styles
-(the style is the class whose scores over the views sum highest). Then, where the model carries a stamp vote (:mod:`stamps`), the
-strokes it calls circle, square or triangle have their style re-read from the holes inside their
-stamps. Shape boxes then meet the ink (``shape_mode``):
+(the style is the class whose scores over the views sum highest). Then, where the model carries a
+stamp vote (:mod:`stamps`), stroke styles are re-read from the holes inside their stamps. Shape boxes then meet the ink (``shape_mode``):
 
 * ``model``: the network's boxes as they are;
 * ``snap``: each edge moves to the outermost ink within a few pixels of it, never further;
@@ -228,8 +227,9 @@ class System1:
         # outputs without view indices (a plain torchvision model's) are one view
         all_views = out.get("views", torch.zeros(len(all_scores), dtype=torch.int64))
         n_views = self.views if "views" in out else 1
+        all_names = [self.names[int(l) - 1] for l in all_labels]
         group_of = {"shape": 0, "line": 1, "arc": 2}
-        groups = torch.tensor([group_of[self.names[int(l) - 1].split("/")[0]] for l in all_labels], dtype=torch.int64)
+        groups = torch.tensor([group_of[n.split("/")[0]] for n in all_names], dtype=torch.int64)
         boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, n_views, FUSE_IOU)
         keep = torch.nonzero(scores >= score_threshold).flatten()
         names = [self.names[int(l) - 1] for l in labels]
@@ -242,7 +242,6 @@ class System1:
             (shapes if cats[i] == "shape" else dets).append(d)
         if stamp_vote and self.stamp_vote is not None and dets:
             strokes = [i for i in keep.tolist() if cats[i] != "shape"]
-            all_names = [self.names[int(l) - 1] for l in all_labels]
             scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
                                           all_views.numpy(), n_views)
             self.stamp_vote.restyle(gray, dets, scores_at)

@@ -10,7 +10,7 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   model trained at 416 px: real strokes AP 0.536 -> 0.569, and synthetic validation AP (all
   categories, the network's own boxes) 0.565 -> 0.583 at 480 px; 512 px was no better than 480.
 * ``TEST_VIEWS``, ``FUSE_IOU``: at inference the network sees the image and up to three mirror
-  images of it, and their detections are fused (see ``views``): real strokes AP 0.634 -> 0.667
+  images of it, and their detections are fused (see ``views``): real strokes AP 0.634 -> 0.666
   with four views, at four times the network's time.
 * ``HYBRID_CONFIDENT``: the network score from which the hybrid shape boxes split an ink component
   into the shapes the network sees in it (chosen on synthetic validation images; see ``predict``).
