@@ -83,14 +83,14 @@ def fakes(monkeypatch):
         return object(), {}
 
     def evaluate_model(model_path, coco_path, images_root=None, device="auto", progress=True, shape_mode="hybrid",
-                       detector=None, test_size=None, views=None):
+                       detector=None, test_size=None, views=None, amp=True):
         state["evaluate"].append(str(coco_path))
         assert Path(coco_path).is_file() and Path(images_root).is_dir()
         return dict(state["metrics"], AP75=0.5, per_category={})
 
     class System1:
         @classmethod
-        def load(cls, path, device="auto", shape_mode="hybrid", test_size=None, views=None):
+        def load(cls, path, device="auto", shape_mode="hybrid", test_size=None, views=None, amp=True):
             return cls()
 
     mods = {"bongard_system1.data.generate": {"generate_dataset": generate_dataset},

@@ -210,11 +210,11 @@ def test_a_time_budget_cuts_the_planned_epochs_and_resume_keeps_the_plan(data, t
 
 
 def test_mixed_precision_on_cpu_only_with_bf16_matrix_units(monkeypatch):
-    from bongard_system1 import train
-    monkeypatch.setattr(train, "cpu_has_bf16_matrix_units", lambda: False)
+    from bongard_system1 import precision, train
+    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: False)
     dtype, scaler = train.amp_settings("cpu")
     assert dtype is None and not scaler.is_enabled()
-    monkeypatch.setattr(train, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: True)
     dtype, scaler = train.amp_settings("cpu")
     assert dtype == torch.bfloat16 and not scaler.is_enabled()
     assert train.amp_settings("cpu", amp=False)[0] is None

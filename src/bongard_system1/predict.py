@@ -27,6 +27,7 @@ import numpy as np
 from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
+from .precision import autocast, autocast_dtype
 from .settings import FUSE_IOU, HYBRID_CONFIDENT, TEST_SIZE_RANGE, TEST_VIEWS, default_test_size
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
@@ -147,12 +148,13 @@ class System1:
     """A trained detector ready for inference."""
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
-                 test_size: int | None = None, stamp_vote=None, views: int = 1):
+                 test_size: int | None = None, stamp_vote=None, views: int = 1, amp: bool = True):
         """``test_size``: the size images are resized to for the network (None: the training size, as
         in validation during training). It is set on ``model.transform``, so it holds for every user of
         that model object; :meth:`load` gives each call its own model. ``stamp_vote``: a
         :class:`stamps.StampVote` or None. ``views``: how many views of each image the network sees
-        (1 to 4, see :mod:`views`)."""
+        (1 to 4, see :mod:`views`). ``amp``: run the network under autocast where the device has fast
+        bf16 or fp16 (:func:`precision.autocast_dtype`: CUDA, and CPUs with AMX); False: fp32."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
         if not 1 <= int(views) <= MAX_VIEWS:
@@ -170,10 +172,11 @@ class System1:
         self.device = device
         self.shape_mode = shape_mode
         self.stamp_vote = stamp_vote
+        self.amp_dtype = autocast_dtype(str(device).split(":")[0]) if amp else None
 
     @classmethod
     def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
-             stamp_vote: bool = True, views: int | None = None) -> "System1":
+             stamp_vote: bool = True, views: int | None = None, amp: bool = True) -> "System1":
         """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
         ``stamp_vote``: use the stamp vote the checkpoint carries (if any); ``views`` None means
         ``settings.TEST_VIEWS``."""
@@ -190,7 +193,7 @@ class System1:
             except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
                 raise System1Error(f"{path}: its stamp vote does not load ({str(exc).splitlines()[0]})")
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote,
-                   TEST_VIEWS if views is None else views)
+                   TEST_VIEWS if views is None else views, amp)
 
     def detect(self, image, score_threshold=0.05) -> list[Detection]:
         return self.detect_batch([image], score_threshold)[0]
@@ -205,7 +208,7 @@ class System1:
         import torch
         xs = [torch.from_numpy(v).float().div_(255.0)[None].to(self.device)
               for g in grays for v in view_images(g, self.views)]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(str(self.device).split(":")[0], self.amp_dtype):
             raw = self.model(xs)
         outs = []
         for k, g in enumerate(grays):
@@ -306,7 +309,7 @@ def cli_predict(args):
     else:
         detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode,
                                 test_size=args.test_size, stamp_vote=not args.no_stamp_vote,
-                                views=args.views)
+                                views=args.views, amp=not args.fp32)
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)

@@ -26,6 +26,7 @@ import torch
 from .errors import System1Error
 from .io_utils import write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
+from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
 from .settings import MIN_STAMP_IMAGES
 
@@ -125,8 +126,9 @@ def _read_resume_state(run_dir):
 
 # ---------------------------------------------------------------- BatchNorm refresh for SWA
 @torch.no_grad()
-def refresh_batchnorm(model, loader, device, max_batches=50):
-    """Recompute BatchNorm running statistics of a detector (update_bn needs a plain forward(x))."""
+def refresh_batchnorm(model, loader, device, max_batches=50, amp_dtype=None):
+    """Recompute BatchNorm running statistics of a detector (update_bn needs a plain forward(x)), under
+    the autocast dtype training used."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -142,19 +144,21 @@ def refresh_batchnorm(model, loader, device, max_batches=50):
             break
         images = [im.to(device) for im in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        model(images, targets)      # detectors in train mode want targets; the losses are ignored
+        with autocast(device, amp_dtype):
+            model(images, targets)  # detectors in train mode want targets; the losses are ignored
     for bn in bns:
         bn.momentum = momenta[bn]
     model.train(was_training)
 
 
 # ---------------------------------------------------------------- validation
-def validation_metrics(model, names, model_cfg, data_dir, device, max_images=200, progress=False):
-    """COCO metrics on the dataset's val split: shapes, strokes and all categories together."""
+def validation_metrics(model, names, model_cfg, data_dir, device, max_images=200, progress=False, amp=True):
+    """COCO metrics on the dataset's val split: shapes, strokes and all categories together (the network
+    under autocast where the device has fast bf16, as in inference, unless ``amp`` is False)."""
     from .data.dataset import read_gray
     from .evaluate import coco_metrics, combined_gt
     gt = combined_gt(data_dir, split="val", max_images=max_images)
-    system = System1(model, model_cfg, names, device)
+    system = System1(model, model_cfg, names, device, amp=amp)
     dets = []
     ims = gt["images"]
     for k in range(0, len(ims), 8):
@@ -247,7 +251,7 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
     step = warm[len(warm) // 2]
     n_val = 16
     t = time.perf_counter()
-    validation_metrics(probe.eval(), names, mcfg.to_dict(), data_dir, dev, n_val)
+    validation_metrics(probe.eval(), names, mcfg.to_dict(), data_dir, dev, n_val, amp=cfg.amp)
     val_seconds = (time.perf_counter() - t) * min(cfg.val_images, 200) / n_val
     per_epoch = len(loader) * step + val_seconds
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
@@ -259,28 +263,13 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
 
 
 # ---------------------------------------------------------------- one step
-def cpu_has_bf16_matrix_units() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX), where bf16 autocast pays."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " amx_bf16" in f.read()
-    except OSError:
-        return False
-
-
 def amp_settings(dev, amp=True):
     """The autocast dtype and a GradScaler for mixed precision, or (None, disabled scaler).
 
-    CUDA: bf16 where supported, else fp16 with loss scaling. CPU: bf16 only on CPUs with AMX
-    (measured on one: ResNet-18 FCOS training 2.2x faster than fp32 at 320 px, 2.5x at 416 px);
-    elsewhere fp32, as bf16 without matrix units is not expected to pay (not measured).
+    The dtype is :func:`precision.autocast_dtype`'s (CUDA: bf16, or fp16 with loss scaling where bf16
+    is missing; CPU: bf16 only with AMX, measured 2.2x faster than fp32 at 320 px, 2.5x at 416 px).
     """
-    if not amp:
-        amp_dtype = None
-    elif dev == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        amp_dtype = torch.bfloat16 if cpu_has_bf16_matrix_units() else None
+    amp_dtype = autocast_dtype(dev) if amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=dev == "cuda" and amp_dtype == torch.float16)
     return amp_dtype, scaler
 
@@ -292,7 +281,7 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
     """
     images = [im.to(dev, non_blocking=True) for im in images]
     targets = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets]
-    with torch.autocast(device_type=dev, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+    with autocast(dev, amp_dtype):
         losses = model(images, targets)
         loss = sum(losses.values())
     if not torch.isfinite(loss):
@@ -450,9 +439,10 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         eval_model, is_swa = model, False
         if in_swa and epoch == epochs - 1:
             eval_model, is_swa = swa_model.module, True
-            refresh_batchnorm(eval_model, loader, dev)
+            refresh_batchnorm(eval_model, loader, dev, amp_dtype=amp_dtype)
         try:
-            metrics = validation_metrics(eval_model, names, mcfg.to_dict(), data_dir, dev, cfg.val_images)
+            metrics = validation_metrics(eval_model, names, mcfg.to_dict(), data_dir, dev, cfg.val_images,
+                                         amp=cfg.amp)
         except Exception as exc:      # a failed validation must not throw away an epoch of training
             print(f"warning: validation after epoch {epoch + 1} failed ({type(exc).__name__}: {exc}); "
                   "recorded as AP 0", file=sys.stderr)

@@ -397,14 +397,15 @@ def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: 
 
         model_path = str(ctx.mgr.abs(model_facts["path"]))
         sets = _eval_sets(ctx, data_rec, real, s)
-        detector = _load_detector(model_path, s["device"], cfg["test_size"], cfg["test_views"])
+        detector = _load_detector(model_path, s["device"], cfg["test_size"], cfg["test_views"],
+                                  cfg["inference_amp"])
         metrics = {}
         for name, (coco, root, count) in sets.items():
             ctx.log(f"[evaluation] {name}: {count if count is not None else 'all'} images")
             kwargs = {"detector": detector} if detector is not None else {}
             m = evaluate_model(model_path, str(coco), images_root=str(root), device=s["device"],
                                progress=ctx.opts.progress, test_size=cfg["test_size"],
-                               views=cfg["test_views"], **kwargs)
+                               views=cfg["test_views"], amp=cfg["inference_amp"], **kwargs)
             metrics[name] = _jsonable(m)
             ctx.log(f"[evaluation] {name}: AP {_fmt(m.get('AP'))}, AP50 {_fmt(m.get('AP50'))}")
         summary = summarize(metrics)
@@ -420,7 +421,7 @@ def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: 
     return rec, True
 
 
-def _load_detector(model_path: str, device: str, test_size: int, views: int):
+def _load_detector(model_path: str, device: str, test_size: int, views: int, amp: bool):
     """The model loaded once for every set, remembering its detections so that the shapes and strokes
     files of one image set are scored from one pass (None: let ``evaluate_model`` load it each time)."""
     try:
@@ -428,7 +429,7 @@ def _load_detector(model_path: str, device: str, test_size: int, views: int):
         from ..predict import System1
     except ImportError:
         return None
-    return CachedDetector(System1.load(model_path, device=device, test_size=test_size, views=views))
+    return CachedDetector(System1.load(model_path, device=device, test_size=test_size, views=views, amp=amp))
 
 
 def _eval_sets(ctx: _Context, data_rec: dict, real: str | None, s: dict) -> dict:
