@@ -22,6 +22,7 @@ import torch
 from bongard_system1.baseline import ClassicalBaseline
 from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
 from bongard_system1.model import ModelConfig, build_model
+from bongard_system1.precision import autocast, autocast_dtype
 from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -110,17 +111,27 @@ def score_synthetic(system, data_dir, max_images=400):
 
 
 def inference_ms(backbone, image_size, repeats=10):
-    """ms per 512 px image, batch 1, with the network seeing ``image_size`` px."""
+    """ms per 512 px image, batch 1, with the network seeing ``image_size`` px: in fp32 and, where this
+    CPU multiplies bf16 in hardware, under bf16 autocast (what inference uses there), timed in turn."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, image_size=image_size)).eval()
     x = [torch.rand(1, 512, 512)]
+    dtypes = {"fp32": None}
+    if autocast_dtype("cpu") is not None:
+        dtypes["bf16"] = autocast_dtype("cpu")
+    times = {k: [] for k in dtypes}
     with torch.inference_mode():
-        for _ in range(2):
-            model(x)
-        t = time.perf_counter()
-        for _ in range(repeats):
-            model(x)
-    return round(1000 * (time.perf_counter() - t) / repeats, 1)
+        for name, dtype in dtypes.items():
+            with autocast("cpu", dtype):
+                for _ in range(2):
+                    model(x)
+        for _ in range(repeats):          # alternate, so that both see the same machine load
+            for name, dtype in dtypes.items():
+                with autocast("cpu", dtype):
+                    t = time.perf_counter()
+                    model(x)
+                    times[name].append(time.perf_counter() - t)
+    return {k: round(1000 * sum(v) / len(v), 1) for k, v in times.items()}
 
 
 def main():
@@ -134,13 +145,16 @@ def main():
                     help="inference size (default: the model's, 1.15x its training size)")
     ap.add_argument("--views", type=int, default=None, choices=range(1, 5),
                     help="test-time views (default: the package's, see bongard_system1.views)")
+    ap.add_argument("--fp32", action="store_true", help="run the network in fp32 (default: as the package does)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="where the model runs (the CPU inference timings are taken only with cpu)")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    system = System1.load(a.run, device=a.device, shape_mode="model", test_size=a.test_size, views=a.views)
+    system = System1.load(a.run, device=a.device, shape_mode="model", test_size=a.test_size, views=a.views,
+                          amp=not a.fp32)
     res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size, "views": system.views,
-           "stamp_vote": system.stamp_vote is not None}
+           "stamp_vote": system.stamp_vote is not None,
+           "precision": str(system.amp_dtype).replace("torch.", "") if system.amp_dtype is not None else "float32"}
     res.update(score_real(system, a.real))
     res.update(score_synthetic(system, a.data))
     sizes = sorted({416, system.test_size})
@@ -179,8 +193,9 @@ def main():
           + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
     print("synthetic val stroke style accuracy, with / without the stamp vote (the vote reads holes at 512 px:",
           "it means little on a dataset drawn smaller with band stamps):", res["synthetic_style_accuracy"])
-    print("CPU inference ms per 512 px image (network, one view):", res["cpu_inference_ms_512px"])
-    print(f"ms per real image, {system.views} view(s), network + fusion + vote:", res["real_ms_per_image"])
+    print("CPU inference ms per 512 px image (network, one view, fp32 / bf16 autocast):", res["cpu_inference_ms_512px"])
+    print(f"ms per real image, {system.views} view(s), {res['precision']}, network + fusion + vote:",
+          res["real_ms_per_image"])
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         with open(a.out, "w") as f:

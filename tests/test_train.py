@@ -227,3 +227,28 @@ def test_head_outputs_stay_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.head(feats)
     assert all(v.dtype == torch.float32 for v in out.values())
+
+
+def test_inference_runs_in_bf16_where_the_cpu_has_matrix_units_and_finds_what_fp32_finds(run, data, monkeypatch,
+                                                                                         tmp_path):
+    from bongard_system1 import precision
+    from bongard_system1.boxes import iou_xywh
+    out, _ = run
+    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: True)
+    img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
+    found = {}
+    for amp in (False, True):
+        system = System1.load(out, shape_mode="model", views=1, amp=amp)
+        assert system.amp_dtype == (torch.bfloat16 if amp else None)
+        seen = []
+        system.model.backbone.register_forward_hook(lambda m, a, o: seen.append(next(iter(o.values())).dtype))
+        found[amp] = sorted(system.detect(img, score_threshold=0.0), key=lambda d: -d.score)
+        assert seen == [torch.bfloat16 if amp else torch.float32]
+    assert all(isinstance(d.score, float) for d in found[True])
+    top32, top16 = found[False][0], found[True][0]
+    assert top16.category == top32.category and iou_xywh(top16.bbox, top32.bbox) > 0.7
+    assert abs(top16.score - top32.score) < 0.05
+    proc = run_cli("evaluate", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "m.json",
+                   "--fp32", "--views", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["precision"] == "float32"

@@ -18,7 +18,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 * ``HYBRID_CONFIDENT``: the network score from which the hybrid shape boxes split an ink component
   into the shapes the network sees in it (chosen on synthetic validation images; see ``predict``).
 * ``STAMP_VOTE_DETECTOR_WEIGHT``: in the stamp vote (``stamps``), the weight of the detector's own
-  normalised stamp-style scores against the patch classifier's mean vote.
+  normalised stamp-style scores against the patch classifier's mean vote (on 400 synthetic ring-stamp
+  images at 512 px, style 89.72, 89.81, 90.18, 89.89 and 88.39% at 0.25, 0.5, 1, 2 and 4).
 * ``STAMP_VOTE_LINE_HOLES``, ``STAMP_VOTE_LINE_DISTANCE``: a line stroke the detector calls normal or
   zigzag is re-read by the vote when at least that many stamp holes lie within that distance of
   the line; an arc so called, when at least ``STAMP_VOTE_ARC_HOLES`` holes lie in its box (all three

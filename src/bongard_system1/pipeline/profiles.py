@@ -14,8 +14,9 @@ import os
 
 from ..errors import System1Error
 from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, INFERENCE_AMP, MIN_STAMP_IMAGES,
-                        STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES,
-                        STAMP_VOTE_LINE_SPAN, STAMP_VOTE_VERSION, TEST_VIEWS, default_test_size)
+                        STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE,
+                        STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN, STAMP_VOTE_VERSION, TEST_VIEWS,
+                        default_test_size)
 
 DEFAULT_PROFILE = "quick"
 
