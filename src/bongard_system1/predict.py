@@ -12,7 +12,8 @@ stamp vote (:mod:`stamps`), stroke styles are re-read from the holes inside thei
   wherever the network agrees that a component is one shape; where the network sees two or more
   shapes inside one component (shapes that touch or cross), its own snapped boxes are used.
 
-Images are resized for the network to its test size (see :mod:`settings`).
+Images are resized for the network to its test size (see :mod:`settings`), and the network runs
+under bf16 autocast where the device multiplies bf16 fast (see :mod:`precision`; ``amp=False``: fp32).
 """
 
 from __future__ import annotations
