@@ -116,9 +116,8 @@ def inference_ms(backbone, image_size, repeats=10):
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, image_size=image_size)).eval()
     x = [torch.rand(1, 512, 512)]
-    dtypes = {"fp32": None}
-    if autocast_dtype("cpu") is not None:
-        dtypes["bf16"] = autocast_dtype("cpu")
+    fast = autocast_dtype("cpu")
+    dtypes = {"fp32": None} if fast is None else {"fp32": None, "bf16": fast}
     times = {k: [] for k in dtypes}
     with torch.inference_mode():
         for name, dtype in dtypes.items():
@@ -154,7 +153,7 @@ def main():
                           amp=not a.fp32)
     res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size, "views": system.views,
            "stamp_vote": system.stamp_vote is not None,
-           "precision": str(system.amp_dtype).replace("torch.", "") if system.amp_dtype is not None else "float32"}
+           "precision": system.precision}
     res.update(score_real(system, a.real))
     res.update(score_synthetic(system, a.data))
     sizes = sorted({416, system.test_size})

@@ -388,8 +388,8 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
         metrics["views"] = det.views
     if hasattr(det, "stamp_vote"):
         metrics["stamp_vote"] = det.stamp_vote is not None
-    if hasattr(det, "amp_dtype"):
-        metrics["precision"] = str(det.amp_dtype).replace("torch.", "") if det.amp_dtype is not None else "float32"
+    if hasattr(det, "precision"):
+        metrics["precision"] = det.precision
     return metrics
 
 

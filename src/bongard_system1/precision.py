@@ -9,7 +9,10 @@ everything ``detect`` does) 3.0x faster with the same real-set AP (see the READM
 
 from __future__ import annotations
 
+from functools import lru_cache
 
+
+@lru_cache(maxsize=1)
 def cpu_has_bf16_matrix_units() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX), where bf16 autocast pays."""
     try:

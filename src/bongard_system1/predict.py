@@ -173,7 +173,8 @@ class System1:
         self.device = device
         self.shape_mode = shape_mode
         self.stamp_vote = stamp_vote
-        self.amp_dtype = autocast_dtype(str(device).split(":")[0]) if amp else None
+        self.device_type = str(device).split(":")[0]          # "cpu" or "cuda", as autocast wants it
+        self.amp_dtype = autocast_dtype(self.device_type) if amp else None
 
     @classmethod
     def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
@@ -196,6 +197,11 @@ class System1:
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote,
                    TEST_VIEWS if views is None else views, amp)
 
+    @property
+    def precision(self) -> str:
+        """The dtype the network runs in: "bfloat16", "float16" or "float32"."""
+        return str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "float32"
+
     def detect(self, image, score_threshold=0.05) -> list[Detection]:
         return self.detect_batch([image], score_threshold)[0]
 
@@ -209,7 +215,7 @@ class System1:
         import torch
         xs = [torch.from_numpy(v).float().div_(255.0)[None].to(self.device)
               for g in grays for v in view_images(g, self.views)]
-        with torch.inference_mode(), autocast(str(self.device).split(":")[0], self.amp_dtype):
+        with torch.inference_mode(), autocast(self.device_type, self.amp_dtype):
             raw = self.model(xs)
         outs = []
         for k, g in enumerate(grays):

@@ -44,8 +44,7 @@ import numpy as np
 from . import STYLES
 from .logo.fidelity import STAMPED, stamp_hole_centres
 from .settings import (STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE,
-                       STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN,
-                       STAMP_VOTE_VERSION)  # noqa: F401  (the pipeline and train.py read the version here)
+                       STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN)
 
 CLASSES = tuple(STAMPED) + ("plain",)   # the classifier's classes: the three stamps, and holes of no stamp
 STAMP_IMAGE_SIZE = 512     # holes are found and classified at the real images' size
@@ -194,7 +193,7 @@ class StampVote:
 
     def __init__(self, state_dict, device="cpu", detector_weight: float = STAMP_VOTE_DETECTOR_WEIGHT):
         # a vote saved before the plain class (STAMP_VOTE_VERSION 1) has three outputs
-        self.net = build_stamp_net(int(state_dict[f"{len(build_stamp_net()) - 1}.weight"].shape[0]))
+        self.net = build_stamp_net(int(next(reversed(state_dict.values())).shape[0]))   # the last layer's bias
         self.net.load_state_dict(state_dict)
         self.net.to(device).eval()
         self.device = device

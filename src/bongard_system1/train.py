@@ -28,7 +28,7 @@ from .io_utils import write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
-from .settings import MIN_STAMP_IMAGES
+from .settings import MIN_STAMP_IMAGES, STAMP_VOTE_VERSION
 
 
 @dataclass
@@ -479,7 +479,7 @@ def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict |
     """Train the stamp vote and store it in the checkpoint ``best_path`` (rewritten atomically),
     unless it already holds one made with the same settings; ``num_images`` 0 removes it. Returns
     the vote's settings and metrics, or None."""
-    from .stamps import STAMP_VOTE_VERSION, train_stamp_classifier
+    from .stamps import train_stamp_classifier
     ckpt = _try_load(best_path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise System1Error(f"{best_path} is not a readable bongard-system1 checkpoint (truncated or corrupt?)")
