@@ -5,8 +5,9 @@ validation, per problem type, and CPU inference time for ResNet-18 and ResNet-50
         [--real ../shared/real-bongard-logo] [--out results/detector_goals.json] [--test-size S]
 
 The network runs once per image (on each of its test-time views); the three ways shape boxes meet the
-ink (model, snap, hybrid; see ``bongard_system1.predict``) are scored from the same outputs, and real
-strokes also from the first view alone (what ``--views 1`` gives), side by side.
+ink (model, snap, hybrid; see ``bongard_system1.predict``) are scored from the same outputs, strokes with
+and without their snap to the ink, and real strokes also from the first view alone (what ``--views 1``
+gives), side by side.
 """
 
 import argparse
@@ -23,7 +24,7 @@ from bongard_system1.baseline import ClassicalBaseline
 from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
 from bongard_system1.model import ModelConfig, build_model
 from bongard_system1.precision import autocast, autocast_dtype
-from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes
+from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes, refine_strokes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOALS = [("real shapes AP", ("real_shapes", "hybrid", "AP"), 0.99),
@@ -42,25 +43,31 @@ def _get(d, path):
 
 
 def detect_variants(system, gray, one_view=False):
-    """Shapes three ways, and strokes with and without the stamp vote, from one network pass; the
-    seconds that pass and the post-processing took (what ``detect`` costs); with ``one_view``, also
-    the strokes (with the vote) from the first view's outputs alone."""
+    """From one network pass: shapes three ways; strokes with the stamp vote, snapped to the ink (what
+    ``detect`` gives) and not (``unsnapped``), and snapped without the vote (``plain``); the seconds
+    that pass and the post-processing took (what ``detect`` costs); with ``one_view``, also the
+    strokes (vote, snapped) from the first view's outputs alone. ``system`` has shape and stroke mode
+    ``model``: the network's boxes, refined here."""
+    def strokes_of(dets):
+        return [d for d in dets if d.category != "shape"]
+
     t = time.perf_counter()
     out = system.network_outputs([gray])[0]
-    raw = system.postprocess(gray, out)                     # shape_mode "model": the network's boxes
+    raw = system.postprocess(gray, out)
+    strokes = refine_strokes(gray, strokes_of(raw), "snap")
     seconds = time.perf_counter() - t
     shapes = [d for d in raw if d.category == "shape"]
-    strokes = [d for d in raw if d.category != "shape"]
-    plain = [d for d in system.postprocess(gray, out, stamp_vote=False) if d.category != "shape"]
+    plain = refine_strokes(gray, strokes_of(system.postprocess(gray, out, stamp_vote=False)), "snap")
     single = None
     if one_view:
         first = {k: v[out["views"] == 0] for k, v in out.items()}
         views, system.views = system.views, 1
         try:
-            single = [d for d in system.postprocess(gray, first) if d.category != "shape"]
+            single = refine_strokes(gray, strokes_of(system.postprocess(gray, first)), "snap")
         finally:
             system.views = views
-    return {mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES}, strokes, plain, seconds, single
+    return ({mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES},
+            {"strokes": strokes, "unsnapped": strokes_of(raw), "plain": plain, "single": single}, seconds)
 
 
 def _as_results(dets, image_id):
@@ -72,24 +79,25 @@ def score_real(system, real_dir, progress=True):
     strokes_gt = load_coco(os.path.join(real_dir, "strokes_coco.json"))
     base = ClassicalBaseline()
     variants = {"model": [], "snap": [], "hybrid": []}
-    strokes, plain, baseline, single = [], [], [], []
+    strokes = {"strokes": [], "unsnapped": [], "plain": [], "single": []}
+    baseline = []
     t_model = 0.0
     for k, im in enumerate(shapes_gt["images"]):
         gray = cv2.imread(os.path.join(real_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
-        shape_sets, st, st_plain, seconds, st_single = detect_variants(system, gray, one_view=True)
+        shape_sets, stroke_sets, seconds = detect_variants(system, gray, one_view=True)
         t_model += seconds
         for name, dets in shape_sets.items():
             variants[name] += _as_results(dets, im["id"])
-        strokes += _as_results(st, im["id"])
-        plain += _as_results(st_plain, im["id"])
-        single += _as_results(st_single, im["id"])
+        for name, dets in stroke_sets.items():
+            strokes[name] += _as_results(dets, im["id"])
         baseline += [dict(d, image_id=im["id"]) for d in base.detect(gray)]
         if progress and k % 100 == 0:
             print(f"  real image {k}/{len(shapes_gt['images'])}", file=sys.stderr)
     out = {"real_shapes": {n: coco_metrics(shapes_gt, map_categories(v, shapes_gt)) for n, v in variants.items()},
-           "real_strokes": coco_metrics(strokes_gt, map_categories(strokes, strokes_gt)),
-           "real_strokes_without_stamp_vote": coco_metrics(strokes_gt, map_categories(plain, strokes_gt)),
-           "real_strokes_first_view_only": coco_metrics(strokes_gt, map_categories(single, strokes_gt)),
+           "real_strokes": coco_metrics(strokes_gt, map_categories(strokes["strokes"], strokes_gt)),
+           "real_strokes_unsnapped": coco_metrics(strokes_gt, map_categories(strokes["unsnapped"], strokes_gt)),
+           "real_strokes_without_stamp_vote": coco_metrics(strokes_gt, map_categories(strokes["plain"], strokes_gt)),
+           "real_strokes_first_view_only": coco_metrics(strokes_gt, map_categories(strokes["single"], strokes_gt)),
            "baseline_real_shapes": coco_metrics(shapes_gt, map_categories(baseline, shapes_gt)),
            "real_ms_per_image": round(1000 * t_model / len(shapes_gt["images"]), 1)}
     # strokes per problem type are in real_strokes["per_type"]
@@ -98,16 +106,19 @@ def score_real(system, real_dir, progress=True):
 
 def score_synthetic(system, data_dir, max_images=400):
     gt = combined_gt(data_dir, split="val", max_images=max_images)
-    dets, plain = [], []
+    dets, plain, unsnapped = [], [], []
     for im in gt["images"]:
         gray = cv2.imread(os.path.join(data_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
-        shape_sets, st, st_plain, _, _ = detect_variants(system, gray)
-        dets += _as_results(shape_sets["hybrid"] + st, im["id"])
-        plain += _as_results(shape_sets["hybrid"] + st_plain, im["id"])
+        shape_sets, st, _ = detect_variants(system, gray)
+        dets += _as_results(shape_sets["hybrid"] + st["strokes"], im["id"])
+        plain += _as_results(shape_sets["hybrid"] + st["plain"], im["id"])
+        unsnapped += _as_results(shape_sets["hybrid"] + st["unsnapped"], im["id"])
     all_m = coco_metrics(gt, map_categories(dets, gt), per_type=False)
     without = coco_metrics(gt, map_categories(plain, gt), per_type=False)
-    return {"synthetic_all": all_m, "synthetic_style_accuracy": {"with_stamp_vote": all_m.get("style_accuracy"),
-                                                                 "without": without.get("style_accuracy")}}
+    return {"synthetic_all": all_m,
+            "synthetic_all_strokes_unsnapped": coco_metrics(gt, map_categories(unsnapped, gt), per_type=False),
+            "synthetic_style_accuracy": {"with_stamp_vote": all_m.get("style_accuracy"),
+                                         "without": without.get("style_accuracy")}}
 
 
 def inference_ms(backbone, image_size, repeats=10):
@@ -149,8 +160,8 @@ def main():
                     help="where the model runs (the CPU inference timings are taken only with cpu)")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    system = System1.load(a.run, device=a.device, shape_mode="model", test_size=a.test_size, views=a.views,
-                          amp=not a.fp32)
+    system = System1.load(a.run, device=a.device, shape_mode="model", stroke_mode="model", test_size=a.test_size,
+                          views=a.views, amp=not a.fp32)
     res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size, "views": system.views,
            "stamp_vote": system.stamp_vote is not None,
            "precision": system.precision}
@@ -184,16 +195,21 @@ def main():
         sa, sp = m.get("style_accuracy"), p.get("style_accuracy")
         print(f"| {t} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | {'-' if sa is None else f'{sa:.3f}'}"
               f" (without the stamp vote {'-' if sp is None else f'{sp:.3f}'}) |")
+    for t in ["all"] + sorted(res["real_strokes"].get("per_type", {})):
+        m, u = res["real_strokes"], res["real_strokes_unsnapped"]
+        m, u = (m, u) if t == "all" else (m["per_type"][t], u["per_type"][t])
+        print(f"strokes {t}: AP / AP50 / AP75 snapped to the ink {m['AP']:.3f} / {m['AP50']:.3f} / {m['AP75']:.3f}, "
+              f"as the network gives them {u['AP']:.3f} / {u['AP50']:.3f} / {u['AP75']:.3f}")
     m = res["real_strokes_first_view_only"]
     print(f"first view only: AP {m['AP']:.3f} AP50 {m['AP50']:.3f} AP75 {m['AP75']:.3f} style {m['style_accuracy']:.3f}; "
           + ", ".join(f"{t} {v['AP']:.3f}/{v['AP50']:.3f}" for t, v in sorted(m.get("per_type", {}).items())))
-    s = res["synthetic_all"]
-    print(f"\nsynthetic val (all categories): AP {s['AP']:.3f} AP50 {s['AP50']:.3f}; per category "
-          + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
+    for label, s in (("", res["synthetic_all"]), (", strokes unsnapped", res["synthetic_all_strokes_unsnapped"])):
+        print(f"\nsynthetic val (all categories{label}): AP {s['AP']:.3f} AP50 {s['AP50']:.3f}; per category "
+              + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
     print("synthetic val stroke style accuracy, with / without the stamp vote (the vote reads holes at 512 px:",
           "it means little on a dataset drawn smaller with band stamps):", res["synthetic_style_accuracy"])
     print("CPU inference ms per 512 px image (network, one view, fp32 / bf16 autocast):", res["cpu_inference_ms_512px"])
-    print(f"ms per real image, {system.views} view(s), {res['precision']}, network + fusion + vote:",
+    print(f"ms per real image, {system.views} view(s), {res['precision']}, network + fusion + vote + stroke snap:",
           res["real_ms_per_image"])
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

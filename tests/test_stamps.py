@@ -152,6 +152,25 @@ def test_plain_lines_are_reread_only_when_holes_spread_along_them(monkeypatch):
         assert dets[0].style == expected, where
 
 
+def test_a_line_called_stamped_reads_the_holes_along_it_when_it_has_enough(monkeypatch):
+    """A line the detector calls circle, in a box that also holds a neighbour's holes off the line:
+    with 3 holes along the line (read as triangles) and 5 off it (read as squares), the holes along
+    it decide; with only 2 along it, every hole in the box counts."""
+    import bongard_system1.stamps as stamps
+    vote = StampVote(stamps.build_stamp_net().state_dict())
+    gray = np.full((512, 512), 255, np.uint8)
+    for n_along, expected in ((3, "triangle"), (2, "square")):
+        along = [[100 + 200 * t, 100 + 200 * t] for t in np.linspace(0.2, 0.8, n_along)]
+        off = [[250.0 + 10 * k, 120.0] for k in range(5)]           # far from the diagonal, inside the box
+        centres = np.array(along + off, np.float64)
+        probs = np.array([[0.0, 0.0, 1.0, 0.0]] * n_along + [[0.0, 1.0, 0.0, 0.0]] * 5, np.float32)
+        monkeypatch.setattr(stamps, "hole_centres", lambda g, c=centres: (c, 1.0, g))
+        monkeypatch.setattr(stamps, "predict_proba", lambda net, patches, device="cpu", p=probs: p)
+        dets = [Detection([100.0, 100.0, 200.0, 200.0], 0.9, "line", "circle")]
+        vote.restyle(gray, dets, [[0.0, 0.0, 0.4, 0.3, 0.3]])
+        assert dets[0].style == expected, n_along
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("stamps") / "ds"
@@ -163,7 +182,7 @@ def tiny_run(tmp_path_factory):
 
 def test_postprocess_feeds_the_networks_stamp_scores_to_the_vote(tiny_run, classifier):
     _, run, _ = tiny_run
-    system = System1.load(run, device="cpu", shape_mode="model")
+    system = System1.load(run, device="cpu", shape_mode="model", stroke_mode="model")
     system.stamp_vote = StampVote(classifier["state_dict"])
     image, strokes = _stamped_image("triangle")
     x, y, w, h = strokes[0][0]

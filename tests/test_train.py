@@ -125,7 +125,7 @@ def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(m.read_text())
     assert metrics["split"] == "val" and metrics["num_images"] == 10
-    assert set(metrics["per_category"]) == {"line", "arc"}
+    assert set(metrics["per_category"]) == {"line", "arc"} and metrics["stroke_mode"] == "snap"
     preds = tmp_path / "p.json"
     proc = run_cli("predict", "--model", out / "best.pt", "--coco", data / "shapes_coco.json", "--out", preds,
                    "--overlay-dir", tmp_path / "ov", "--score-threshold", "0.0")
@@ -139,11 +139,19 @@ def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
     dets = json.loads(preds.read_text())
     assert {d["category"] for d in dets} <= {"line", "arc"} and all("style" in d for d in dets)
     assert all(d["category_id"] == {"line": 1, "arc": 2}[d["category"]] for d in dets)
+    # --stroke-mode model: the same detections with the network's own boxes, which the snap moved
+    proc = run_cli("predict", "--model", out, "--coco", data / "strokes_coco.json", "--out", tmp_path / "raw.json",
+                   "--score-threshold", "0.0", "--stroke-mode", "model")
+    assert proc.returncode == 0, proc.stderr
+    raw = json.loads((tmp_path / "raw.json").read_text())
+    assert raw and len(raw) == len(dets)
+    assert [(d["image_id"], d["score"], d["style"]) for d in raw] == [(d["image_id"], d["score"], d["style"]) for d in dets]
+    assert any(r["bbox"] != d["bbox"] for r, d in zip(raw, dets))
 
 
 def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images(run, data):
     out, _ = run
-    model = System1.load(out, shape_mode="model", views=1)     # the views' own mapping: tests/test_views.py
+    model = System1.load(out, shape_mode="model", stroke_mode="model", views=1)     # the views' own mapping: tests/test_views.py
     img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
     wide = np.full((128, 256), 255, np.uint8)
     wide[:, :128] = img                      # the same content in a non-square image
@@ -238,7 +246,7 @@ def test_inference_runs_in_bf16_where_the_cpu_has_matrix_units_and_finds_what_fp
     img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
     found = {}
     for amp in (False, True):
-        system = System1.load(out, shape_mode="model", views=1, amp=amp)
+        system = System1.load(out, shape_mode="model", stroke_mode="model", views=1, amp=amp)
         assert system.amp_dtype == (torch.bfloat16 if amp else None)
         seen = []
         system.model.backbone.register_forward_hook(lambda m, a, o: seen.append(next(iter(o.values())).dtype))

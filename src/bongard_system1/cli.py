@@ -26,6 +26,8 @@ _VIEWS_HELP = (f"views of each image the network sees, 1 to 4: the image, mirror
                f"transposed; their detections are fused (default {TEST_VIEWS}; 1 is about 4x faster)")
 _FP32_HELP = ("run the network in fp32 (default: bf16 autocast on CUDA and on CPUs with Intel AMX, about 3x "
               "faster there with the same AP)")
+_STROKE_MODE_HELP = ("how stroke boxes meet the ink: snap (each edge moves to the ink within a few pixels, unless the "
+                     "ink runs on into a neighbouring stroke) or model (the network's boxes as they are)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
                    help="how shape boxes meet the ink (see the README)")
+    e.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     e.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     e.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
     e.add_argument("--views", type=int, choices=range(1, 5), default=None, metavar="N", help=_VIEWS_HELP)
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--score-threshold", type=float, default=0.05)
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
+    r.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     r.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     r.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
     r.add_argument("--views", type=int, choices=range(1, 5), default=None, metavar="N", help=_VIEWS_HELP)

@@ -4,7 +4,9 @@
 The network sees the image and, by default, three mirror images of it (``views``); their
 detections are fused, and stroke detections of one type (line or arc) are merged across styles
 (the style is the class whose scores over the views sum highest). Then, where the model carries a
-stamp vote (:mod:`stamps`), stroke styles are re-read from the holes inside their stamps. Shape boxes then meet the ink (``shape_mode``):
+stamp vote (:mod:`stamps`), stroke styles are re-read from the holes inside their stamps. Stroke boxes
+then meet the ink (``stroke_mode``: ``snap``, the default, or ``model``; see :func:`snap_stroke_to_ink`),
+and so do shape boxes (``shape_mode``):
 
 * ``model``: the network's boxes as they are;
 * ``snap``: each edge moves to the outermost ink within a few pixels of it, never further;
@@ -29,7 +31,8 @@ from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .precision import autocast, autocast_dtype
-from .settings import FUSE_IOU, HYBRID_CONFIDENT, TEST_SIZE_RANGE, TEST_VIEWS, default_test_size
+from .settings import (FUSE_IOU, HYBRID_CONFIDENT, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
+                       default_test_size)
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
@@ -88,7 +91,52 @@ def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
     return [float(nx0), float(ny0), float(nx1), float(ny1)]
 
 
+def _edge_to_ink(profile: np.ndarray, edge: int, inward: int, outward: int, upper: bool):
+    """Where one box edge meets the ink along ``profile`` (ink per column or row over the box's span):
+    the outermost ink within ``inward`` pixels inside and ``outward`` outside the edge, or None when
+    there is none or the ink runs on just past that band (the stroke meets a neighbour there)."""
+    n = len(profile)
+    if upper:        # a right or bottom edge: exclusive end, inside is below it
+        lo, hi = max(0, edge - inward), min(n, edge + outward)
+        if hi < n and profile[hi]:
+            return None
+        idx = np.flatnonzero(profile[lo:hi])
+        return None if idx.size == 0 else lo + int(idx[-1]) + 1
+    lo, hi = max(0, edge - outward), min(n, edge + inward)
+    if lo > 0 and profile[lo - 1]:
+        return None
+    idx = np.flatnonzero(profile[lo:hi])
+    return None if idx.size == 0 else lo + int(idx[0])
+
+
+def snap_stroke_to_ink(ink: np.ndarray, box_xyxy, inward: int = STROKE_SNAP_INSIDE,
+                       outward: int = STROKE_SNAP_OUTSIDE):
+    """A stroke box (xyxy) whose edges meet the ink (``ink``: a boolean image, True where drawn).
+
+    Each edge moves to the outermost ink, over the box's span, among the ``inward`` pixel rows (or
+    columns) just inside it and the ``outward`` ones just outside it: so it moves at most
+    ``inward - 1`` pixels in and ``outward`` out. An edge stays where the ink runs on past that band: strokes of one
+    shape join end to end, so there the ink says nothing about where this stroke ends. The box keeps
+    its edges if it would collapse.
+    """
+    h, w = ink.shape
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    ix0, iy0 = max(0, int(round(x0))), max(0, int(round(y0)))
+    ix1, iy1 = min(w, int(round(x1))), min(h, int(round(y1)))
+    if ix1 - ix0 < 2 or iy1 - iy0 < 2:
+        return [x0, y0, x1, y1]
+    cols = ink[iy0:iy1].any(axis=0)
+    rows = ink[:, ix0:ix1].any(axis=1)
+    moved = [_edge_to_ink(cols, ix0, inward, outward, False), _edge_to_ink(rows, iy0, inward, outward, False),
+             _edge_to_ink(cols, ix1, inward, outward, True), _edge_to_ink(rows, iy1, inward, outward, True)]
+    out = [float(m) if m is not None else v for m, v in zip(moved, (x0, y0, x1, y1))]
+    if out[2] - out[0] < 1 or out[3] - out[1] < 1:
+        return [x0, y0, x1, y1]
+    return out
+
+
 SHAPE_MODES = ("hybrid", "snap", "model")
+STROKE_MODES = ("snap", "model")
 
 
 def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8):
@@ -134,6 +182,21 @@ def refine_shapes(gray, shapes: list[Detection], mode: str) -> list[Detection]:
     return hybrid_shapes(gray, snapped) if mode == "hybrid" else snapped
 
 
+def refine_strokes(gray, strokes: list[Detection], mode: str) -> list[Detection]:
+    """Stroke detections as ``mode`` makes them meet the ink: ``snap`` (:func:`snap_stroke_to_ink`) or
+    ``model`` (the network's boxes as they are)."""
+    if mode not in STROKE_MODES:
+        raise System1Error(f"unknown stroke mode {mode!r} (expected one of {', '.join(STROKE_MODES)})")
+    if mode == "model" or not strokes:
+        return list(strokes)
+    ink = gray < 255
+    out = []
+    for d in strokes:
+        x0, y0, x1, y1 = snap_stroke_to_ink(ink, [d.bbox[0], d.bbox[1], d.bbox[0] + d.bbox[2], d.bbox[1] + d.bbox[3]])
+        out.append(Detection([x0, y0, x1 - x0, y1 - y0], d.score, d.category, d.style))
+    return out
+
+
 def resolve_model_path(path) -> str:
     if os.path.isdir(path):
         cand = os.path.join(path, "best.pt")
@@ -149,15 +212,19 @@ class System1:
     """A trained detector ready for inference."""
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
-                 test_size: int | None = None, stamp_vote=None, views: int = 1, amp: bool = True):
+                 test_size: int | None = None, stamp_vote=None, views: int = 1, amp: bool = True,
+                 stroke_mode: str = "snap"):
         """``test_size``: the size images are resized to for the network (None: the training size, as
         in validation during training). It is set on ``model.transform``, so it holds for every user of
         that model object; :meth:`load` gives each call its own model. ``stamp_vote``: a
         :class:`stamps.StampVote` or None. ``views``: how many views of each image the network sees
         (1 to 4, see :mod:`views`). ``amp``: run the network under autocast where the device has fast
-        bf16 or fp16 (:func:`precision.autocast_dtype`: CUDA, and CPUs with AMX); False: fp32."""
+        bf16 or fp16 (:func:`precision.autocast_dtype`: CUDA, and CPUs with AMX); False: fp32.
+        ``stroke_mode``: ``snap`` (stroke boxes meet the ink) or ``model`` (as the network gives them)."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
+        if stroke_mode not in STROKE_MODES:
+            raise System1Error(f"unknown stroke mode {stroke_mode!r} (expected one of {', '.join(STROKE_MODES)})")
         if not 1 <= int(views) <= MAX_VIEWS:
             raise System1Error(f"views must be 1 to {MAX_VIEWS}, got {views!r}")
         self.views = int(views)
@@ -172,13 +239,15 @@ class System1:
         self.names = names
         self.device = device
         self.shape_mode = shape_mode
+        self.stroke_mode = stroke_mode
         self.stamp_vote = stamp_vote
         self.device_type = str(device).split(":")[0]          # "cpu" or "cuda", as autocast wants it
         self.amp_dtype = autocast_dtype(self.device_type) if amp else None
 
     @classmethod
     def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
-             stamp_vote: bool = True, views: int | None = None, amp: bool = True) -> "System1":
+             stamp_vote: bool = True, views: int | None = None, amp: bool = True,
+             stroke_mode: str = "snap") -> "System1":
         """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
         ``stamp_vote``: use the stamp vote the checkpoint carries (if any); ``views`` None means
         ``settings.TEST_VIEWS``."""
@@ -195,7 +264,7 @@ class System1:
             except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
                 raise System1Error(f"{path}: its stamp vote does not load ({str(exc).splitlines()[0]})")
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote,
-                   TEST_VIEWS if views is None else views, amp)
+                   TEST_VIEWS if views is None else views, amp, stroke_mode)
 
     @property
     def precision(self) -> str:
@@ -231,7 +300,8 @@ class System1:
 
     def postprocess(self, gray, out, score_threshold=0.05, stamp_vote=True) -> list[Detection]:
         """Detections from one image's :meth:`network_outputs`: the views fused and strokes merged across
-        styles, the stamp vote (if the model has one and ``stamp_vote``), shape boxes made to meet the ink."""
+        styles, the stamp vote (if the model has one and ``stamp_vote``), stroke and shape boxes made to
+        meet the ink (as ``stroke_mode`` and ``shape_mode`` say)."""
         import torch
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
         # outputs without view indices (a plain torchvision model's) are one view
@@ -255,7 +325,7 @@ class System1:
             scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
                                           all_views.numpy(), n_views)
             self.stamp_vote.restyle(gray, dets, scores_at)
-        return refine_shapes(gray, shapes, self.shape_mode) + dets
+        return refine_shapes(gray, shapes, self.shape_mode) + refine_strokes(gray, dets, self.stroke_mode)
 
     @staticmethod
     def style_scores(boxes, types, all_boxes, all_scores, all_names, all_views=None, n_views=1,
@@ -316,7 +386,7 @@ def cli_predict(args):
     else:
         detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode,
                                 test_size=args.test_size, stamp_vote=not args.no_stamp_vote,
-                                views=args.views, amp=not args.fp32)
+                                views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode)
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)
