@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from bongard_system1.baseline import ClassicalBaseline, classical_shapes
 from bongard_system1.evaluate import evaluate_predictor
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real-bongard-logo"
+from .conftest import REAL
 
 
 def _canvas(h=100, w=160):

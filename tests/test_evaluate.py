@@ -19,7 +19,7 @@ from bongard_system1.evaluate import (HEADLINE, coco_metrics, evaluate_predictor
                                       style_matches)
 from bongard_system1.io_utils import sha256_file, write_json_atomic
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "real-bongard-logo"
+from .conftest import REAL
 
 
 def _real(name):

@@ -24,14 +24,16 @@ import pytest
 
 from bongard_system1.pipeline.lock import PipelineLock
 
+from .conftest import REAL
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "train_system1_checkpointed.py"
-REAL = REPO.parent / "shared" / "real-bongard-logo" / "shapes_coco.json"
+REAL_SHAPES = REAL / "shapes_coco.json"
 # every run in a work directory uses the same flags (the real set capped at 2 images to stay fast)
 COMMON = ["--profile", "smoke", "--no-progress", "--real_max_images", "2",
-          "--real-data", str(REAL) if REAL.is_file() else "none"]
+          "--real-data", str(REAL_SHAPES) if REAL_SHAPES.is_file() else "none"]
 
 
 def pipeline(wd, *argv, timeout=600):
