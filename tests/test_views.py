@@ -72,6 +72,19 @@ def test_one_view_is_plain_nms():
     torch.testing.assert_close(boxes, b[keep])            # a weighted mean of one box: equal up to rounding
 
 
+def test_every_nms_survivor_is_a_cluster_of_its_own_even_where_it_overlaps_a_better_one(monkeypatch):
+    """Where NMS keeps a box that box_iou puts over ``iou`` with a better one (the two round
+    differently at exactly the threshold), it still heads its own cluster: no empty cluster, no
+    NaN box; here NMS is made to keep every box."""
+    import torchvision.ops
+    b, s, l, v, g = _det([[0, 0, 10, 10], [0, 0, 10, 11], [0, 0, 10, 10.5]], [0.9, 0.8, 0.7], [1, 1, 1], [0, 0, 1])
+    monkeypatch.setattr(torchvision.ops, "batched_nms", lambda boxes, scores, groups, iou: torch.tensor([0, 1]))
+    boxes, scores, labels = fuse(b, s, l, v, g, n_views=2, iou=0.75)
+    assert len(boxes) == 2 and torch.isfinite(boxes).all()
+    np.testing.assert_allclose(scores.numpy(), [0.8, 0.4])       # the third box joins the first head
+    np.testing.assert_allclose(boxes[1].numpy(), [0, 0, 10, 11])
+
+
 def test_no_detections_fuse_to_none():
     boxes, scores, labels = fuse(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64),
                                  torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), 4, 0.75)

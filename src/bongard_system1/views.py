@@ -56,8 +56,11 @@ def fuse(boxes, scores, labels, views, groups, n_views: int, iou: float):
     heads = batched_nms(boxes, scores, groups, iou)                      # by falling score
     overlap = box_iou(boxes[heads], boxes)
     overlap[groups[heads][:, None] != groups[None, :]] = 0.0
+    # each head is its own cluster's, and each other box joins the first head that suppressed it
+    # (within rounding: NMS and box_iou need not agree to the last bit at exactly ``iou``)
+    overlap[:, heads] = 0.0
     overlap[torch.arange(len(heads)), heads] = 1.0
-    cluster = (overlap > iou).float().argmax(0).numpy()                  # the first head each joins
+    cluster = (overlap > iou - 1e-6).float().argmax(0).numpy()
     sc, lab, vw = scores.numpy(), labels.numpy(), views.numpy()
     h = len(heads)
     best = np.zeros((h, n_views, int(lab.max()) + 1), np.float32)        # cluster x view x class
