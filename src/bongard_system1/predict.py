@@ -125,8 +125,14 @@ def snap_stroke_to_ink(ink: np.ndarray, box_xyxy, inward: int = STROKE_SNAP_INSI
     ix1, iy1 = min(w, int(round(x1))), min(h, int(round(y1)))
     if ix1 - ix0 < 2 or iy1 - iy0 < 2:
         return [x0, y0, x1, y1]
-    cols = ink[iy0:iy1].any(axis=0)
-    rows = ink[:, ix0:ix1].any(axis=1)
+    # ink per column and per row over the box's span, read only near the edges (the band and the
+    # line just past it): a full profile would cost a pass over the image's height per detection
+    r = max(inward, outward) + 1
+    cols, rows = np.zeros(w, bool), np.zeros(h, bool)
+    for e in (ix0, ix1):
+        cols[max(0, e - r):e + r] = ink[iy0:iy1, max(0, e - r):e + r].any(axis=0)
+    for e in (iy0, iy1):
+        rows[max(0, e - r):e + r] = ink[max(0, e - r):e + r, ix0:ix1].any(axis=1)
     moved = [_edge_to_ink(cols, ix0, inward, outward, False), _edge_to_ink(rows, iy0, inward, outward, False),
              _edge_to_ink(cols, ix1, inward, outward, True), _edge_to_ink(rows, iy1, inward, outward, True)]
     out = [float(m) if m is not None else v for m, v in zip(moved, (x0, y0, x1, y1))]

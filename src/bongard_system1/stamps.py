@@ -221,16 +221,16 @@ class StampVote:
             if not inside.any():
                 continue
             scores = dict(zip(STYLES, np.asarray(det_scores, np.float64)))
+            holes = np.flatnonzero(inside)
+            near = along = None
+            if d.category == "line":         # the holes along the line are its own, not its neighbours'
+                near, along = _along_line(centres[holes], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)
             if d.style in STAMPED:
-                holes, choices = np.flatnonzero(inside), STAMPED
-                if d.category == "line":     # enough holes along the line: its own, not its neighbours'
-                    near, _ = _along_line(centres[holes], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)
-                    if near.sum() >= STAMP_VOTE_LINE_HOLES:
-                        holes = holes[near]
+                choices = STAMPED
+                if near is not None and near.sum() >= STAMP_VOTE_LINE_HOLES:
+                    holes = holes[near]
             else:       # a plain stroke: its own style stays one of the choices, voted for by "plain" holes
-                holes = np.flatnonzero(inside)
-                if d.category == "line":
-                    near, along = _along_line(centres[holes], d.bbox, STAMP_VOTE_LINE_DISTANCE / scale)
+                if near is not None:
                     if near.any() and np.ptp(along[near]) < STAMP_VOTE_LINE_SPAN:
                         continue            # holes bunched at one end: a neighbour's stamps, not its own
                     holes = holes[near]
