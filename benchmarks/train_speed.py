@@ -5,7 +5,7 @@
 
 Each config is ``backbone:image_size:batch_size[:fp32]``; ``:fp32`` turns mixed precision off. The
 timed loop is the trainer's own step (``bongard_system1.train.train_step``: data loading with
-augmentation, mixed precision where the trainer uses it (CUDA, or a CPU with AMX), gradient
+augmentation, mixed precision where the trainer uses it (CUDA, or a CPU with AMX or AVX-512 BF16), gradient
 clipping, AdamW), after ``--warmup`` untimed steps.
 """
 

@@ -217,12 +217,23 @@ def test_a_time_budget_cuts_the_planned_epochs_and_resume_keeps_the_plan(data, t
     assert again["planned_epochs"] == 1 and len(again["history"]) == 1
 
 
-def test_mixed_precision_on_cpu_only_with_bf16_matrix_units(monkeypatch):
+def test_cpu_bf16_is_read_from_the_cpuinfo_flags():
+    from bongard_system1.precision import bf16_flag_in
+    amd = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    intel = "flags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert bf16_flag_in(amd) == "avx512_bf16"
+    assert bf16_flag_in(intel) == "amx_bf16"
+    assert bf16_flag_in("flags\t\t: fpu avx2 avx512f avx512bw\n") is None
+    assert bf16_flag_in("bugs\t\t: avx512_bf16_missing\nflags\t\t: fpu avx2\n") is None
+    assert bf16_flag_in("") is None
+
+
+def test_mixed_precision_on_cpu_only_with_hardware_bf16(monkeypatch):
     from bongard_system1 import precision, train
-    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     dtype, scaler = train.amp_settings("cpu")
     assert dtype is None and not scaler.is_enabled()
-    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     dtype, scaler = train.amp_settings("cpu")
     assert dtype == torch.bfloat16 and not scaler.is_enabled()
     assert train.amp_settings("cpu", amp=False)[0] is None
@@ -237,25 +248,30 @@ def test_head_outputs_stay_float32_under_bf16_autocast():
     assert all(v.dtype == torch.float32 for v in out.values())
 
 
-def test_inference_runs_in_bf16_where_the_cpu_has_matrix_units_and_finds_what_fp32_finds(run, data, monkeypatch,
-                                                                                         tmp_path):
+def test_inference_runs_in_bf16_where_the_cpu_has_hardware_bf16_and_finds_what_fp32_finds(run, data, monkeypatch,
+                                                                                           tmp_path):
     from bongard_system1 import precision
-    from bongard_system1.boxes import iou_xywh
     out, _ = run
-    monkeypatch.setattr(precision, "cpu_has_bf16_matrix_units", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
-    found = {}
+    found, heads = {}, {}
     for amp in (False, True):
         system = System1.load(out, shape_mode="model", stroke_mode="model", views=1, amp=amp)
         assert system.amp_dtype == (torch.bfloat16 if amp else None)
         seen = []
         system.model.backbone.register_forward_hook(lambda m, a, o: seen.append(next(iter(o.values())).dtype))
-        found[amp] = sorted(system.detect(img, score_threshold=0.0), key=lambda d: -d.score)
+        system.model.head.register_forward_hook(lambda m, a, o, amp=amp: heads.__setitem__(amp, o))
+        found[amp] = system.detect(img, score_threshold=0.0)
         assert seen == [torch.bfloat16 if amp else torch.float32]
-    assert all(isinstance(d.score, float) for d in found[True])
-    top32, top16 = found[False][0], found[True][0]
-    assert top16.category == top32.category and iou_xywh(top16.bbox, top32.bbox) > 0.7
-    assert abs(top16.score - top32.score) < 0.05
+    assert found[True] and all(isinstance(d.score, float) for d in found[True])
+    # What the network says at every location, in bf16 as in fp32. (Whole detections are compared by
+    # the real-set AP in the README: this tiny model's top scores lie so close together that NMS may
+    # keep different ones of its near-identical boxes.)
+    assert all(h["cls_logits"].dtype == torch.float32 for h in heads.values())
+    probs = {amp: torch.sigmoid(h["cls_logits"]) for amp, h in heads.items()}
+    assert (probs[True] - probs[False]).abs().max() < 0.05
+    reg32, reg16 = heads[False]["bbox_regression"], heads[True]["bbox_regression"]
+    assert ((reg16 - reg32).abs() / reg32.abs().clamp(min=1.0)).median() < 0.05
     proc = run_cli("evaluate", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "m.json",
                    "--fp32", "--views", "1")
     assert proc.returncode == 0, proc.stderr
