@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder: last.pt, best.pt, config.json, metrics.csv")
     t.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18")
     t.add_argument("--categories", choices=["shapes", "strokes", "all"], default="all")
-    t.add_argument("--epochs", type=_positive_int, default=12)
+    t.add_argument("--epochs", type=_positive_int, default=8, help="default 8, as the quick profile")
     t.add_argument("--batch-size", type=_positive_int, default=8)
-    t.add_argument("--image-size", type=_positive_int, default=320)
+    t.add_argument("--image-size", type=_positive_int, default=416,
+                   help="training input size in px (default 416, as the quick profile)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--workers", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)

@@ -13,8 +13,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   images of it, and their detections are fused (see ``views``): real strokes AP 0.634 -> 0.666
   with four views, at four times the network's time.
 * ``INFERENCE_AMP``: the network runs under autocast at inference where the device multiplies bf16
-  fast (CUDA, CPUs with Intel AMX; ``precision``): measured on one model with four views on every
-  fourth real image, 3.0x faster on this CPU (208 against 620 ms an image) with the same AP.
+  fast (CUDA, CPUs with AMX or AVX-512 BF16; ``precision``): measured on one model with four views on
+  every fourth real image, 3.0x faster on an AMX CPU (208 against 620 ms an image) with the same AP.
 * ``STROKE_SNAP_INSIDE``, ``STROKE_SNAP_OUTSIDE``: stroke boxes meet the ink (``predict.snap_stroke_to_ink``):
   each edge moves to the outermost ink among that many pixel lines inside and outside it, unless the
   ink runs on past that band (where a stroke meets its neighbour the ink does not mark the end).

@@ -35,7 +35,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g = p.add_argument_group("profile and settings (any flag overrides the profile's value)")
     prof = g.add_mutually_exclusive_group()
     prof.add_argument("--profile", choices=profiles.profile_names(), default=None,
-                      help=f"smoke (tests, <1 min), quick (CPU, <=60 min), standard, professional "
+                      help=f"smoke (tests, <1 min), quick (CPU, about an hour on 2 cores), standard, "
+                           f"professional (GPU) "
                            f"(default: {default_profile or profiles.DEFAULT_PROFILE})")
     prof.add_argument("--professional", dest="profile", action="store_const", const="professional",
                       help="same as --profile professional")
@@ -66,11 +67,12 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_parser(prog: str = "train_system1_checkpointed.py") -> argparse.ArgumentParser:
+def build_parser(prog: str = "train_system1_checkpointed.py",
+                 default_profile: str | None = None) -> argparse.ArgumentParser:
     """The original contract: run (default), --status, --reset STAGE, --force-*, --no-checkpoint."""
     p = OneLineParser(prog=prog, description="Run the checkpointed System 1 pipeline (data, training, "
                       "evaluation), skipping every stage whose record is complete and valid.")
-    _add_settings_flags(p, None)
+    _add_settings_flags(p, default_profile)
     act = p.add_argument_group("actions").add_mutually_exclusive_group()
     act.add_argument("--status", action="store_true",
                      help="print each stage, its key facts and why it would run again (fast, no torch)")
@@ -205,7 +207,7 @@ def format_targets(rows: list[dict]) -> list[str]:
 
 def validate_main(argv=None) -> int:
     """Run the pipeline (professional by default), print the Phase 1 target table; 0 only if all met."""
-    p = build_parser(prog="python -m scripts.validate_phase1")
+    p = build_parser(prog="python -m scripts.validate_phase1", default_profile="professional")
     p.description = ("Run the checkpointed pipeline (professional profile by default) and check the Phase 1 "
                      "targets: synthetic AP@[.5:.95] >= 0.85, synthetic AP50 >= 0.95, real AP50 >= 0.70. "
                      "Exit status 0 only when every target is met.")

@@ -35,10 +35,10 @@ PROFILES: dict[str, dict] = {
         "lr": None, "time_budget": None, "stamp_images": 60,
         "real_max_images": 8, "workers": 0,
     },
-    # The CPU recipe: a useful model in at most 60 minutes on 2 cores. On a CPU with AMX the trainer
-    # uses bf16 autocast (9.0 images/s at 416 px here, against 3.6 in fp32), and so does inference (3x
-    # faster), so 8 epochs at 416 px fit (about 45 minutes of training; the stamp vote and evaluation
-    # take about 8 more).
+    # The CPU recipe: a useful model in about an hour on 2 cores. On a CPU with AMX or AVX-512 BF16 the
+    # trainer uses bf16 autocast (ResNet-18 at 416 px: 9.0 images/s with AMX at best, against 3.6 in
+    # fp32; 6.3 against 3.2 on an AMD EPYC), and so does inference, so 8 epochs at 416 px fit
+    # (see the README for the measured wall times).
     "quick": {
         "dataset_size": 4000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet18", "categories": "all", "epochs": 8, "batch_size": 8,
