@@ -151,7 +151,9 @@ def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
 
 def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images(run, data):
     out, _ = run
-    model = System1.load(out, shape_mode="model", stroke_mode="model", views=1)     # the views' own mapping: tests/test_views.py
+    # fp32: this tiny model's top scores lie within 0.001 of each other, and bf16's rounding can reorder
+    # them between the two sizes; the mapping is what is tested here (the views' own: tests/test_views.py)
+    model = System1.load(out, shape_mode="model", stroke_mode="model", views=1, amp=False)
     img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
     wide = np.full((128, 256), 255, np.uint8)
     wide[:, :128] = img                      # the same content in a non-square image

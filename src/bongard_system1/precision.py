@@ -5,8 +5,8 @@ that multiply bf16 in hardware, read from ``/proc/cpuinfo``: Intel AMX (``amx_bf
 BF16 (``avx512_bf16``: Intel Cooper Lake and later, AMD Zen 4 and later); other CPUs run in fp32,
 where bf16 is emulated and not expected to pay (not measured). Measured on this project's 2-core
 CPUs, ResNet-18 FCOS training at 416 px against fp32: 2.5x faster with AMX (Intel), 2.0x with
-AVX-512 BF16 alone (AMD EPYC); with AMX, inference (four views at 480 px, everything ``detect``
-does) 3.0x faster with the same real-set AP (see the README).
+AVX-512 BF16 alone (AMD EPYC); inference (four views at 480 px, everything ``detect`` does) 3.0x
+faster with AMX and 1.7x with AVX-512 BF16, with the same real-set AP (see the README).
 """
 
 from __future__ import annotations
