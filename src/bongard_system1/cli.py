@@ -24,8 +24,8 @@ _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the tr
 _NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp vote stored with the model)"
 _VIEWS_HELP = (f"views of each image the network sees, 1 to 4: the image, mirrored left-right, mirrored top-bottom, "
                f"transposed; their detections are fused (default {TEST_VIEWS}; 1 is about 4x faster)")
-_FP32_HELP = ("run the network in fp32 (default: bf16 autocast on CUDA and on CPUs with AMX or AVX-512 BF16, about 3x "
-              "faster there with the same AP)")
+_FP32_HELP = ("run the network in fp32 (default: bf16 autocast on CUDA and on CPUs with AMX or AVX-512 BF16, "
+              "1.7 to 3x faster there with the same AP)")
 _STROKE_MODE_HELP = ("how stroke boxes meet the ink: snap (each edge moves to the ink within a few pixels, unless the "
                      "ink runs on into a neighbouring stroke) or model (the network's boxes as they are)")
 
