@@ -140,3 +140,12 @@ def test_sampler_follows_the_original_generators_conventions():
     assert 0.42 < all_normal < 0.58
     mixed = [shape for shape in shapes if len(shape) >= 4 and not all(a.style == "normal" for a in shape)]
     assert np.mean([len({a.style for a in shape}) >= 2 for shape in mixed]) > 0.9
+
+
+def test_images_mix_free_form_and_basic_shapes_as_the_original_dataset_does():
+    """About 30% of sampled shapes are free-form (the original: 3,600 free-form problems of 12,000)."""
+    from bongard_system1.logo.sample import sample_image
+    rng = np.random.default_rng(5)
+    names = [s.name for _ in range(500) for s in sample_image(rng)[0]]
+    share = np.mean([n == "freeform" for n in names])
+    assert 0.25 < share < 0.35, share

@@ -36,7 +36,7 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   it re-evaluates.
 """
 
-DATA_FORMAT_VERSION = 4
+DATA_FORMAT_VERSION = 5
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
 TEST_VIEWS = 4            # views the network sees at inference (1 to 4)
