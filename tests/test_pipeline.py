@@ -62,12 +62,12 @@ def fakes(monkeypatch):
 
     def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                        image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
-                       restart=False, progress=True, stamp_images=0):
+                       restart=False, progress=True, stamp_images=0, early_scale=0.75):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         resumed = (out / "last.pt").exists()
         state["train"].append({"out": str(out), "resumed": resumed, "epochs": epochs, "data": str(data_dir),
-                               "stamp_images": stamp_images})
+                               "stamp_images": stamp_images, "early_scale": early_scale})
         (out / "last.pt").write_bytes(b"LAST")
         if "train" in state["fail"]:
             raise Killed()
@@ -159,6 +159,14 @@ def test_profiles_and_overrides():
         profiles.resolve_settings("huge")
     with pytest.raises(System1Error):
         profiles.resolve_settings("smoke", {"epochs": 0})
+    # progressive resizing: in the quick profile's training config; absent where off, so the configs of
+    # profiles without it hash as they did before it existed
+    assert profiles.train_config(quick)["early_scale"] == 0.75
+    assert "early_scale" not in profiles.train_config(pro)
+    assert profiles.train_config(profiles.resolve_settings("quick", {"epochs": 3, "early_scale": 1.0})) == \
+        {k: v for k, v in profiles.train_config(quick).items() if k != "early_scale"}
+    with pytest.raises(System1Error, match="early_scale must be in"):
+        profiles.resolve_settings("quick", {"early_scale": 1.5})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +213,17 @@ def test_epochs_change_retrains_and_reevaluates_but_keeps_data(fakes, tmp_path, 
     assert fakes["train"][-1]["out"].endswith("smoke.new") and not fakes["train"][-1]["resumed"]
     assert (wd / "runs" / "smoke" / "best.pt").read_bytes() == b"CKPT3-resnet18"
     assert not (wd / "runs" / "smoke.new").exists()
+
+
+def test_the_early_scale_flag_reaches_the_trainer_and_retrains(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    assert fakes["train"][-1]["early_scale"] == 0.75          # the smoke profile's
+    capsys.readouterr()
+    assert run(wd, "--early-scale", "1") == 0
+    out = capsys.readouterr().out
+    assert ran_stages(out) == ["training", "evaluation"] and "early_scale 0.75 -> " in out
+    assert fakes["train"][-1]["early_scale"] == 1.0
 
 
 def test_a_changed_stamp_vote_is_trained_in_place_without_a_new_detector(fakes, tmp_path, capsys):
@@ -372,7 +391,8 @@ def test_no_checkpoint_reads_and_writes_no_records(fakes, tmp_path, capsys):
 
 
 def test_bad_input_is_one_line_and_non_zero(fakes, tmp_path, capsys):
-    for argv in (["--epochs", "0"], ["--dataset_size", "-3"], ["--reset", "models"], ["--profile", "huge"]):
+    for argv in (["--epochs", "0"], ["--dataset_size", "-3"], ["--reset", "models"], ["--profile", "huge"],
+                 ["--early-scale", "0"]):
         assert run(tmp_path / "wd", *argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err

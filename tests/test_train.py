@@ -56,6 +56,43 @@ def test_a_run_folder_holds_everything(run):
     assert res["best_checkpoint"].endswith("best.pt") and len(res["history"]) == 2
 
 
+def test_epoch_plan_puts_the_first_half_of_the_one_cycle_epochs_at_the_early_size():
+    from bongard_system1.train import epoch_plan
+    assert epoch_plan(8, 0.25, 416, 0.75) == (2, 3, 320)        # the quick profile: epochs 1-3 at 320 px
+    assert epoch_plan(8, 0.25, 416, 1.0)[1] == 0                # off
+    assert epoch_plan(50, 0.25, 416, 0.75) == (12, 19, 320)
+    assert epoch_plan(2, 0.25, 128, 0.75) == (0, 1, 96)         # no SWA below 4 epochs
+    assert epoch_plan(1, 0.25, 128, 0.75)[1] == 0
+
+
+def test_early_epochs_see_smaller_images_with_their_boxes_scaled_alike(run, data):
+    out, _ = run
+    assert [r["image_size"] for r in _rows(out / "metrics.csv")] == ["96", "128"]
+    from bongard_system1.data.dataset import DetectionDataset
+    ds = DetectionDataset(data, 128, split="train", augment=False)
+    full_x, full_t = ds[0]
+    ds.set_epoch(0, 96)
+    small_x, small_t = ds[0]
+    assert tuple(full_x.shape) == (1, 128, 128) and tuple(small_x.shape) == (1, 96, 96)
+    torch.testing.assert_close(small_t["boxes"], full_t["boxes"] * 0.75)
+    # the ink is where the boxes say, at both sizes
+    for x, t in ((full_x, full_t), (small_x, small_t)):
+        ink = (x[0] < 0.5).nonzero()
+        lo, hi = ink.min(0).values.flip(0).float(), ink.max(0).values.flip(0).float() + 1
+        assert torch.all(t["boxes"][:, :2].min(0).values <= lo + 1)
+        assert torch.all(t["boxes"][:, 2:].max(0).values >= hi - 1)
+
+
+def test_an_early_scale_of_one_keeps_the_config_hash_of_runs_made_before_it():
+    from bongard_system1.train import TrainConfig
+    off = TrainConfig(data_dir="d", early_scale=1.0)
+    assert "early_scale" not in off.result_dict()
+    assert TrainConfig(data_dir="d").hash() != off.hash()
+    proc = run_cli("train", "--data", "d", "--out", "r", "--early-scale", "1.5")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "--early-scale: expected a number in (0, 1], got 1.5" in proc.stderr
+
+
 def test_rerun_of_a_finished_run_does_no_work(run, data):
     out, _ = run
     before = (out / "last.pt").stat().st_mtime_ns

@@ -15,6 +15,7 @@ from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
 from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_int as _positive_int
+from .argtypes import scale_fraction as _scale
 from .argtypes import test_size_px
 from .errors import run_guarded
 from .settings import TEST_VIEWS
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int, default=8)
     t.add_argument("--image-size", type=_positive_int, default=416,
                    help="training input size in px (default 416, as the quick profile)")
+    t.add_argument("--early-scale", type=_scale, default=0.75, metavar="F",
+                   help="progressive resizing: the first half of the one-cycle epochs train at F times the "
+                        "image size (default 0.75: 320 px for 416, as the quick profile; 1: off)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--workers", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)

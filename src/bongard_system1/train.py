@@ -6,6 +6,8 @@ after every epoch, the previous copy kept as ``last.prev.pt`` until the new one 
 rewritten from the checkpoint's history so a resumed run never duplicates rows) and
 ``training_curves.png``. Running the same command again resumes from the last finished epoch and
 ends where an uninterrupted run ends: samples and augmentations are seeded per epoch and index.
+Progressive resizing: the first half of the one-cycle epochs train at ``early_scale`` times the
+image size (rounded to a multiple of 32; 320 px for 416), the rest and the SWA epochs at full size.
 After the detector, the stamp vote (:mod:`stamps`) is trained and stored in ``best.pt``; it has its
 own settings, outside the detector's config hash, so it can be added to a finished run.
 """
@@ -46,6 +48,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     val_images: int = 200
     amp: bool = True
+    early_scale: float = 0.75
     # not part of the result: excluded from the hash
     device: str = "auto"
     workers: int | None = None
@@ -61,6 +64,8 @@ class TrainConfig:
         d = asdict(self)
         for k in self.NON_RESULT_KEYS:
             d.pop(k, None)
+        if self.early_scale == 1.0:
+            d.pop("early_scale")        # runs made before progressive resizing keep their hash
         return d
 
     def hash(self):
@@ -73,6 +78,17 @@ def resolve_device(device="auto"):
     if device == "cuda" and not torch.cuda.is_available():
         raise System1Error("--device cuda asked for, but no CUDA device is available")
     return device
+
+
+def epoch_plan(epochs, swa_fraction, image_size, early_scale):
+    """``(swa_epochs, early_epochs, early_size)`` of a run: SWA over the last ``swa_fraction`` of the
+    epochs (none below 4 epochs); the first half of the other (one-cycle) epochs at ``early_size``,
+    ``early_scale`` times the image size rounded to a multiple of 32 (no early epochs when that is not
+    smaller than the image size)."""
+    swa_epochs = int(round(epochs * swa_fraction)) if epochs >= 4 else 0
+    early_size = max(32, int(round(image_size * early_scale / 32)) * 32)
+    early_epochs = (epochs - swa_epochs) // 2 if early_size < image_size else 0
+    return swa_epochs, early_epochs, early_size
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -174,7 +190,7 @@ def validation_metrics(model, names, model_cfg, data_dir, device, max_images=200
 
 
 # ---------------------------------------------------------------- outputs
-CSV_FIELDS = ["epoch", "loss", "loss_classification", "loss_bbox_regression", "loss_bbox_ctrness", "lr",
+CSV_FIELDS = ["epoch", "image_size", "loss", "loss_classification", "loss_bbox_regression", "loss_bbox_ctrness", "lr",
               "val_AP", "val_AP50", "val_AP75", "val_style_accuracy", "swa", "seconds"]
 
 
@@ -253,7 +269,7 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
     t = time.perf_counter()
     validation_metrics(probe.eval(), names, mcfg.to_dict(), data_dir, dev, n_val, amp=cfg.amp)
     val_seconds = (time.perf_counter() - t) * min(cfg.val_images, 200) / n_val
-    per_epoch = len(loader) * step + val_seconds
+    per_epoch = len(loader) * step + val_seconds     # at full size: early epochs make it an upper bound
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
     epochs = min(cfg.epochs, fit)
     print(f"time budget {minutes:g} min: about {per_epoch / 60:.1f} min an epoch here, so {epochs} of "
@@ -299,9 +315,10 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
 # ---------------------------------------------------------------- the loop
 def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                    image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
-                   restart=False, progress=True, val_images=200, stamp_images=3000) -> dict:
+                   restart=False, progress=True, val_images=200, stamp_images=3000, early_scale=0.75) -> dict:
     """Train (or resume, or confirm finished) a detector in ``out_dir``, then its stamp vote on
-    ``stamp_images`` synthetic images (0: none); returns a summary dict."""
+    ``stamp_images`` synthetic images (0: none); returns a summary dict. ``early_scale``: the size of
+    the early epochs relative to ``image_size`` (1: every epoch at full size; see :func:`epoch_plan`)."""
     from tqdm import tqdm
     from torch.optim.swa_utils import SWALR, AveragedModel
     from .data.dataset import DetectionDataset, collate
@@ -311,13 +328,15 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
             raise System1Error(f"{name} must be positive, got {v}")
     if int(stamp_images) != 0 and int(stamp_images) < MIN_STAMP_IMAGES:
         raise System1Error(f"stamp images must be 0 (no stamp vote) or at least {MIN_STAMP_IMAGES}, got {stamp_images}")
+    if not 0.0 < float(early_scale) <= 1.0:
+        raise System1Error(f"early scale must be in (0, 1], got {early_scale}")
     if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
         raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
     dev = resolve_device(device)
     cfg = TrainConfig(data_dir=os.path.abspath(data_dir), backbone=backbone, categories=categories,
                       epochs=int(epochs), batch_size=int(batch_size), image_size=int(image_size), seed=int(seed),
                       lr=lr, device=dev, workers=workers, time_budget=time_budget, val_images=int(val_images),
-                      dataset_signature=_dataset_signature(data_dir))
+                      early_scale=float(early_scale), dataset_signature=_dataset_signature(data_dir))
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
@@ -340,7 +359,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     if dev == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     else:
-        torch.backends.cudnn.benchmark = True        # fixed input size: let cuDNN pick its kernels
+        torch.backends.cudnn.benchmark = True        # one or two input sizes: let cuDNN pick its kernels
     mcfg = ModelConfig(backbone=backbone, categories=categories, image_size=cfg.image_size)
     names = class_names(categories)
     model = build_model(mcfg).to(dev)
@@ -360,7 +379,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         epochs = _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, time_budget)
     else:
         epochs = cfg.epochs
-    swa_epochs = int(round(epochs * cfg.swa_fraction)) if epochs >= 4 else 0
+    swa_epochs, early_epochs, early_size = epoch_plan(epochs, cfg.swa_fraction, cfg.image_size, cfg.early_scale)
     main_epochs = epochs - swa_epochs
     peak = cfg.peak_lr()
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay)
@@ -413,7 +432,9 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         in_swa = epoch >= main_epochs
         if in_swa:
             swa_sched.step()          # the SWA learning rate holds during this epoch
-        train_set.set_epoch(epoch)
+        size = early_size if epoch < early_epochs else cfg.image_size
+        train_set.set_epoch(epoch, size)
+        model.transform.min_size, model.transform.max_size = (size,), size    # validation resets them
         gen.manual_seed(cfg.seed * 1000003 + epoch)
         model.train()
         sums, n = {}, 0
@@ -448,7 +469,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
             print(f"warning: validation after epoch {epoch + 1} failed ({type(exc).__name__}: {exc}); "
                   "recorded as AP 0", file=sys.stderr)
             metrics = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "style_accuracy": None, "error": str(exc)}
-        row = {"epoch": epoch + 1, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}, "lr": lr_now,
+        row = {"epoch": epoch + 1, "image_size": size, **{k: round(v / max(n, 1), 5) for k, v in sums.items()}, "lr": lr_now,
                "val_AP": metrics["AP"], "val_AP50": metrics["AP50"], "val_AP75": metrics["AP75"],
                "val_style_accuracy": metrics.get("style_accuracy"), "swa": is_swa,
                "seconds": round(time.time() - t0, 1)}
@@ -460,7 +481,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
         plot_curves(history, os.path.join(out_dir, "training_curves.png"))
         # one log line per epoch, progress bar or not
-        print(f"epoch {epoch + 1}/{epochs}  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
+        print(f"epoch {epoch + 1}/{epochs}  {size}px  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
               f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s", file=sys.stderr)
     if not os.path.exists(os.path.join(out_dir, "best.pt")):
         raise System1Error(f"{out_dir}: training finished without a best.pt")
@@ -510,7 +531,7 @@ def cli_train(args):
                          epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                          device=args.device, workers=args.workers, seed=args.seed, lr=args.lr,
                          time_budget=args.time_budget, restart=args.restart, progress=not args.no_progress,
-                         stamp_images=args.stamp_images)
+                         stamp_images=args.stamp_images, early_scale=args.early_scale)
     vm = res["val_metrics"]
     print(f"done: best val AP {res['best_metric']:.3f} (AP50 {vm.get('AP50', 0):.3f}); "
           f"best model {res['best_checkpoint']}")

@@ -80,8 +80,11 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch, size=None):
+        """Seed the next epoch's augmentations; ``size``: its image size (progressive resizing)."""
         self.epoch = int(epoch)
+        if size is not None:
+            self.size = int(size)
 
     def __len__(self):
         return len(self.records)

@@ -18,6 +18,7 @@ from ..argtypes import non_negative_int as _non_negative_int
 from ..argtypes import open_fraction as _fraction
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
+from ..argtypes import scale_fraction as _scale
 from ..errors import System1Error, run_guarded
 from . import profiles
 from .records import STAGES
@@ -28,7 +29,8 @@ OVERRIDE_DESTS = {"dataset_size": "dataset_size", "image_size": "image_size", "e
                   "batch_size": "batch_size", "backbone": "backbone", "categories": "categories",
                   "device": "device", "workers": "workers", "seed": "seed", "lr": "lr",
                   "time_budget": "time_budget", "val_fraction": "val_fraction", "max_shapes": "max_shapes",
-                  "real_max_images": "real_max_images", "stamp_images": "stamp_images"}
+                  "real_max_images": "real_max_images", "stamp_images": "stamp_images",
+                  "early_scale": "early_scale"}
 
 
 def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None) -> None:
@@ -51,6 +53,9 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g.add_argument("--lr", type=_positive_float, help="peak OneCycleLR learning rate")
     g.add_argument("--time_budget", "--time-budget", dest="time_budget", type=_positive_float, metavar="MIN",
                    help="training time budget in minutes (epochs shrink to fit)")
+    g.add_argument("--early_scale", "--early-scale", dest="early_scale", type=_scale, metavar="F",
+                   help="progressive resizing: the first half of the one-cycle epochs train at F times the "
+                        "image size (1: off)")
     g.add_argument("--val_fraction", "--val-fraction", dest="val_fraction", type=_fraction, metavar="F")
     g.add_argument("--max_shapes", "--max-shapes", dest="max_shapes", type=_positive_int, metavar="N")
     g.add_argument("--real_max_images", "--real-max-images", dest="real_max_images", type=_positive_int,
