@@ -92,6 +92,7 @@ def test_status_is_fast_and_imports_no_torch(smoke_wd):
     assert not modules & {"torch", "torchvision", "cv2", "matplotlib"}
     assert seconds < 1.0, seconds
     assert proc.stdout.count("✅") == 3 and "up to date" in proc.stdout
+    assert "2/2 epochs, batch 4, 128 px (epoch 1 at 96 px)" in proc.stdout     # the smoke profile's early epoch
 
 
 def test_validate_phase1_prints_targets_and_fails_on_a_smoke_model(smoke_wd):

@@ -694,8 +694,12 @@ def _stage_facts(stage: str, rec: dict) -> str:
             if not m:
                 return prefix + f"{c.get('backbone')}, {c.get('epochs')} epochs (not finished)"
             best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
-            return prefix + (f"{c.get('backbone')}, {len(m.get('history') or [])}/{c.get('epochs')} epochs, "
-                             f"batch {c.get('batch_size')}, {c.get('image_size')} px, best AP "
+            history = m.get("history") or []
+            early = [h["image_size"] for h in history if h.get("image_size") not in (None, c.get("image_size"))]
+            which = "epoch 1" if len(early) == 1 else f"epochs 1-{len(early)}"
+            size = f"{c.get('image_size')} px" + (f" ({which} at {early[0]} px)" if early else "")
+            return prefix + (f"{c.get('backbone')}, {len(history)}/{c.get('epochs')} epochs, "
+                             f"batch {c.get('batch_size')}, {size}, best AP "
                              f"{_fmt(m.get('best_metric'))} ({best})")
         if stage == "evaluation":
             if not rec.get("metrics"):
