@@ -3,7 +3,9 @@
 At the sizes the detector works at (416 to 480 px) a stamp is a few pixels across, and nearly all of
 the detector's style errors on real images are between the three stamp styles, circle, square and
 triangle. At 512 px, the size of real Bongard-LOGO images, every stamp still shows a small white
-hole inside its outline, and the hole's shape tells the three apart. A small CNN
+hole inside its outline (white specks of up to ``settings.STAMP_HOLE_MAX_AREA`` pixels enclosed by
+ink: stamps grow with a shape's scale, and the large ones of basic shapes hold holes of 60 to 150
+px), and the hole's shape tells the three apart. A small CNN
 (:func:`build_stamp_net`) classifies 24x24 patches centred on those holes (:func:`hole_centres`)
 as circle, square, triangle or ``plain`` (a white pocket where plain strokes meet or cross, not a
 stamp). It is trained on synthetic images drawn at 512 px with ring stamps (:mod:`logo.stamp_rings`,
@@ -46,8 +48,8 @@ import numpy as np
 
 from . import STYLES
 from .logo.fidelity import STAMPED, stamp_hole_centres
-from .settings import (STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE,
-                       STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN)
+from .settings import (STAMP_HOLE_MAX_AREA, STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT,
+                       STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN)
 
 CLASSES = tuple(STAMPED) + ("plain",)   # the classifier's classes: the three stamps, and holes of no stamp
 STAMP_IMAGE_SIZE = 512     # holes are found and classified at the real images' size
@@ -62,7 +64,7 @@ def hole_centres(gray: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     if gray.shape[1] != STAMP_IMAGE_SIZE:
         size = (STAMP_IMAGE_SIZE, max(1, int(round(gray.shape[0] * scale))))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return stamp_hole_centres(gray) / scale, scale, gray
+    return stamp_hole_centres(gray, STAMP_HOLE_MAX_AREA) / scale, scale, gray
 
 
 def patches_at(gray512: np.ndarray, centres512: np.ndarray) -> np.ndarray:
@@ -81,7 +83,7 @@ def labelled_patches(gray512: np.ndarray, strokes) -> tuple[np.ndarray, np.ndarr
     where they are all normal or zigzag (white pockets where strokes cross or meet, which the
     classifier must learn to tell from stamps); holes in no stroke's box, or in boxes of a stamp and
     a plain style or of two stamps, are left out. ``strokes``: ``(bbox [x, y, w, h], style)`` pairs."""
-    centres = stamp_hole_centres(gray512)
+    centres = stamp_hole_centres(gray512, STAMP_HOLE_MAX_AREA)
     if not len(centres) or not strokes:
         return np.zeros((0, PATCH, PATCH), np.uint8), np.zeros(0, np.int64)
     boxes = np.array([b for b, _ in strokes], np.float64).reshape(-1, 4)
