@@ -153,7 +153,7 @@ def main():
     ap.add_argument("--wall-minutes", type=float, default=None, help="pipeline wall time to report")
     ap.add_argument("--test-size", type=int, default=None,
                     help="inference size (default: the model's, 1.15x its training size)")
-    ap.add_argument("--views", type=int, default=None, choices=range(1, 5),
+    ap.add_argument("--views", type=int, default=None, choices=range(1, 9),
                     help="test-time views (default: the package's, see bongard_system1.views)")
     ap.add_argument("--fp32", action="store_true", help="run the network in fp32 (default: as the package does)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],

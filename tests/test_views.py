@@ -22,9 +22,11 @@ def test_each_view_maps_its_ink_box_back_onto_the_image(real_dir):
     gray = cv2.imread(str(real_dir / first["file_name"]), cv2.IMREAD_GRAYSCALE)
     gray = np.ascontiguousarray(gray[:, : gray.shape[1] - 37])       # not square: width and height differ
     h, w = gray.shape
-    views = view_images(gray, 4)
-    assert [v.shape for v in views] == [(h, w), (h, w), (h, w), (w, h)]
+    views = view_images(gray, 8)
+    assert [v.shape for v in views] == [(h, w), (h, w), (h, w), (w, h), (h, w), (w, h), (w, h), (w, h)]
     assert all(v.flags["C_CONTIGUOUS"] for v in views)
+    # the eight symmetries of the image, each once
+    assert len({(v.shape, v.tobytes()) for v in views}) == 8
     truth = _ink_box(gray)
     moved = [not torch.equal(_ink_box(v), truth) for v in views[1:]]
     assert any(moved)                                                # the views do differ
@@ -91,9 +93,9 @@ def test_no_detections_fuse_to_none():
     assert boxes.shape == (0, 4) and len(scores) == 0 and len(labels) == 0
 
 
-@pytest.mark.parametrize("views", [0, 5])
-def test_view_counts_outside_one_to_four_are_refused(views):
+@pytest.mark.parametrize("views", [0, 9])
+def test_view_counts_outside_one_to_eight_are_refused(views):
     from bongard_system1.errors import System1Error
     from bongard_system1.predict import System1
-    with pytest.raises(System1Error, match="views must be 1 to 4"):
+    with pytest.raises(System1Error, match="views must be 1 to 8"):
         System1(torch.nn.Module(), {"image_size": 64}, ["shape"], views=views)

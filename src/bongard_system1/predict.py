@@ -224,7 +224,7 @@ class System1:
         in validation during training). It is set on ``model.transform``, so it holds for every user of
         that model object; :meth:`load` gives each call its own model. ``stamp_vote``: a
         :class:`stamps.StampVote` or None. ``views``: how many views of each image the network sees
-        (1 to 4, see :mod:`views`). ``amp``: run the network under autocast where the device has fast
+        (1 to 8, see :mod:`views`). ``amp``: run the network under autocast where the device has fast
         bf16 or fp16 (:func:`precision.autocast_dtype`: CUDA, and CPUs with AMX or AVX-512 BF16); False: fp32.
         ``stroke_mode``: ``snap`` (stroke boxes meet the ink) or ``model`` (as the network gives them)."""
         if shape_mode not in SHAPE_MODES:

@@ -10,9 +10,9 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   size rounded to a multiple of 32 (480 px for a model trained at 416). Measured side by side on one
   model trained at 416 px: real strokes AP 0.536 -> 0.569, and synthetic validation AP (all
   categories, the network's own boxes) 0.565 -> 0.583 at 480 px; 512 px was no better than 480.
-* ``TEST_VIEWS``, ``FUSE_IOU``: at inference the network sees the image and up to three mirror
-  images of it, and their detections are fused (see ``views``): real strokes AP 0.634 -> 0.666
-  with four views, at four times the network's time.
+* ``TEST_VIEWS``, ``FUSE_IOU``: at inference the network sees the image and, by default, three
+  mirror images of it (up to all eight symmetries with ``--views``), and their detections are fused
+  (see ``views``): real strokes AP 0.634 -> 0.666 with four views, at four times the network's time.
 * ``INFERENCE_AMP``: the network runs under autocast at inference where the device multiplies bf16
   fast (CUDA, CPUs with AMX or AVX-512 BF16; ``precision``): measured on one model with four views on
   every fourth real image, 3.0x faster on an AMX CPU (208 against 620 ms an image) with the same AP.
@@ -37,7 +37,7 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   the scales of basic shapes the holes of circle and square stamps pass 60 px (the earlier limit,
   which left out 17% of the real set's circle holes, 10% of its square holes and 2% of its triangle
   holes, so that large stamps were read from their triangles and their neighbours'). Chosen on the
-  400 synthetic validation images with the current detector's outputs (style 82.0, 84.5, 85.5, 83.9
+  400 synthetic validation images with the 2026-11-29 quick model's outputs (style 82.0, 84.5, 85.5, 83.9
   and 84.0% at 60, 100, 150, 200 and 250), then checked on the real set: 94.4 -> 96.1%.
 * ``STAMP_VOTE_VERSION`` (in the training stage's config) and ``STAMP_VOTE_RULES`` (in the
   evaluation stage's): a change of the vote's network retrains it; a change of the rules that read
@@ -47,7 +47,7 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 DATA_FORMAT_VERSION = 5
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
-TEST_VIEWS = 4            # views the network sees at inference (1 to 4)
+TEST_VIEWS = 4            # views the network sees at inference (1 to 8)
 INFERENCE_AMP = True      # inference under bf16 autocast where the device has fast bf16 (see precision)
 FUSE_IOU = 0.75           # detections of the views overlapping more than this are one object
 HYBRID_CONFIDENT = 0.6
