@@ -25,6 +25,7 @@ from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_c
 from bongard_system1.model import ModelConfig, build_model
 from bongard_system1.precision import autocast, autocast_dtype
 from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes, refine_strokes
+from bongard_system1.settings import MAX_VIEWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOALS = [("real shapes AP", ("real_shapes", "hybrid", "AP"), 0.99),
@@ -153,7 +154,7 @@ def main():
     ap.add_argument("--wall-minutes", type=float, default=None, help="pipeline wall time to report")
     ap.add_argument("--test-size", type=int, default=None,
                     help="inference size (default: the model's, 1.15x its training size)")
-    ap.add_argument("--views", type=int, default=None, choices=range(1, 9),
+    ap.add_argument("--views", type=int, default=None, choices=range(1, MAX_VIEWS + 1),
                     help="test-time views (default: the package's, see bongard_system1.views)")
     ap.add_argument("--fp32", action="store_true", help="run the network in fp32 (default: as the package does)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],

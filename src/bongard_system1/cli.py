@@ -18,12 +18,12 @@ from .argtypes import positive_int as _positive_int
 from .argtypes import scale_fraction as _scale
 from .argtypes import test_size_px
 from .errors import run_guarded
-from .settings import TEST_VIEWS
+from .settings import MAX_VIEWS, TEST_VIEWS
 
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline)")
 _NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp vote stored with the model)"
-_VIEWS_HELP = (f"views of each image the network sees, 1 to 8: the image, mirrored left-right, mirrored top-bottom, "
+_VIEWS_HELP = (f"views of each image the network sees, 1 to {MAX_VIEWS}: the image, mirrored left-right, mirrored top-bottom, "
                f"transposed, then its other symmetries (rotations, the other diagonal); their detections are fused "
                f"(default {TEST_VIEWS}; 1 is about 4x faster, 8 about 2x slower and a little more accurate)")
 _FP32_HELP = ("run the network in fp32 (default: bf16 autocast on CUDA and on CPUs with AMX or AVX-512 BF16, "
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     e.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     e.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
-    e.add_argument("--views", type=int, choices=range(1, 9), default=None, metavar="N", help=_VIEWS_HELP)
+    e.add_argument("--views", type=int, choices=range(1, MAX_VIEWS + 1), default=None, metavar="N", help=_VIEWS_HELP)
     e.add_argument("--fp32", action="store_true", help=_FP32_HELP)
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     r.add_argument("--test-size", type=test_size_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     r.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
-    r.add_argument("--views", type=int, choices=range(1, 9), default=None, metavar="N", help=_VIEWS_HELP)
+    r.add_argument("--views", type=int, choices=range(1, MAX_VIEWS + 1), default=None, metavar="N", help=_VIEWS_HELP)
     r.add_argument("--fp32", action="store_true", help=_FP32_HELP)
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 

@@ -47,7 +47,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 DATA_FORMAT_VERSION = 5
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
-TEST_VIEWS = 4            # views the network sees at inference (1 to 8)
+TEST_VIEWS = 4            # views the network sees at inference (1 to MAX_VIEWS)
+MAX_VIEWS = 8             # the image's eight symmetries (views.VIEW_NAMES)
 INFERENCE_AMP = True      # inference under bf16 autocast where the device has fast bf16 (see precision)
 FUSE_IOU = 0.75           # detections of the views overlapping more than this are one object
 HYBRID_CONFIDENT = 0.6

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .settings import MAX_VIEWS
+
 VIEW_NAMES = ("image", "mirrored left-right", "mirrored top-bottom", "transposed", "rotated 180 degrees",
               "rotated 90 degrees counter-clockwise", "rotated 90 degrees clockwise",
               "mirrored across the other diagonal")
-MAX_VIEWS = len(VIEW_NAMES)
+assert len(VIEW_NAMES) == MAX_VIEWS
 
 
 def view_images(gray: np.ndarray, n: int) -> list[np.ndarray]:
