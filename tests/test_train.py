@@ -233,6 +233,32 @@ def test_images_meet_the_network_at_the_test_size(run, data, tmp_path):
     assert "--test-size: expected an integer from 32 to 4096, got 8" in proc.stderr
 
 
+def test_several_test_sizes_are_all_seen_and_their_views_fused(run, data, tmp_path):
+    out, _ = run
+    img = cv2.imread(str(data / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
+    both = System1.load(out, shape_mode="model", test_size=(160, 128), views=2, amp=False)
+    seen = []
+    both.model.backbone.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape)))
+    o = both.network_outputs([img])[0]
+    assert seen == [(2, 1, 160, 160), (2, 1, 128, 128)]       # two views at each size
+    assert both.model.transform.min_size == (160,)             # the model is left at its first size
+    # views 2 and 3 are what the network gives at 128 px for the image and its mirror image
+    alone = System1.load(out, shape_mode="model", test_size=128, views=2, amp=False).network_outputs([img])[0]
+    for v in (0, 1):
+        torch.testing.assert_close(o["boxes"][o["views"] == v + 2], alone["boxes"][alone["views"] == v])
+        torch.testing.assert_close(o["scores"][o["views"] == v + 2], alone["scores"][alone["views"] == v])
+    assert both.detect(img, score_threshold=0.0)
+    with pytest.raises(System1Error, match="distinct sizes"):
+        System1.load(out, test_size=(160, 160))
+    proc = run_cli("evaluate", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "m.json",
+                   "--test-size", "160,128", "--views", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["test_size"] == [160, 128]
+    proc = run_cli("evaluate", "--model", out, "--coco", data / "shapes_coco.json", "--out", tmp_path / "m.json",
+                   "--test-size", "160,160")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "distinct sizes" in proc.stderr
+
+
 def test_bad_checkpoint_and_missing_data_give_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .settings import TEST_SIZE_RANGE
+from .settings import MAX_TEST_SIZES, TEST_SIZE_RANGE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,3 +38,15 @@ scale_fraction = _number(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
 half_open_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 test_size_px = _number(int, lambda v: TEST_SIZE_RANGE[0] <= v <= TEST_SIZE_RANGE[1],
                        "an integer from {} to {}".format(*TEST_SIZE_RANGE))
+
+
+def test_sizes_px(text):
+    """``S`` or ``S1,S2,...``: the sizes images are resized to for the network (distinct, each in range)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    sizes = tuple(test_size_px(p) for p in parts)
+    if len(set(sizes)) != len(sizes) or not 1 <= len(sizes) <= MAX_TEST_SIZES:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_TEST_SIZES} distinct sizes, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+test_sizes_px.__name__ = "test sizes"

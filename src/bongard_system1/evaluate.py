@@ -384,7 +384,8 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
     metrics["coco_file"] = str(coco_path)
     metrics["split"] = split or "all"
     if getattr(det, "test_size", None):
-        metrics["test_size"] = det.test_size
+        sizes = getattr(det, "test_sizes", (det.test_size,))
+        metrics["test_size"] = det.test_size if len(sizes) == 1 else list(sizes)
     if getattr(det, "views", None):
         metrics["views"] = det.views
     if getattr(det, "stroke_mode", None):

@@ -31,8 +31,8 @@ from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .precision import autocast, autocast_dtype
-from .settings import (FUSE_IOU, HYBRID_CONFIDENT, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
-                       default_test_size)
+from .settings import (FUSE_IOU, HYBRID_CONFIDENT, MAX_TEST_SIZES, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE,
+                       TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
@@ -221,8 +221,9 @@ class System1:
                  test_size: int | None = None, stamp_vote=None, views: int = 1, amp: bool = True,
                  stroke_mode: str = "snap"):
         """``test_size``: the size images are resized to for the network (None: the training size, as
-        in validation during training). It is set on ``model.transform``, so it holds for every user of
-        that model object; :meth:`load` gives each call its own model. ``stamp_vote``: a
+        in validation during training), or several sizes (a tuple): the views at every size are fused
+        as one set of views. It is set on ``model.transform``, so it holds for every user of that model
+        object; :meth:`load` gives each call its own model. ``stamp_vote``: a
         :class:`stamps.StampVote` or None. ``views``: how many views of each image the network sees
         (1 to 8, see :mod:`views`). ``amp``: run the network under autocast where the device has fast
         bf16 or fp16 (:func:`precision.autocast_dtype`: CUDA, and CPUs with AMX or AVX-512 BF16); False: fp32.
@@ -235,11 +236,13 @@ class System1:
             raise System1Error(f"views must be 1 to {MAX_VIEWS}, got {views!r}")
         self.views = int(views)
         lo, hi = TEST_SIZE_RANGE
-        if test_size is not None and not lo <= int(test_size) <= hi:
-            raise System1Error(f"test size {test_size} is out of range ({lo} to {hi} px)")
-        self.test_size = int(test_size or model_config["image_size"])
-        model.transform.min_size = (self.test_size,)
-        model.transform.max_size = self.test_size
+        sizes = tuple(test_size) if isinstance(test_size, (tuple, list)) else (test_size,)
+        if test_size is not None and not (1 <= len(sizes) <= MAX_TEST_SIZES and len(set(sizes)) == len(sizes)
+                                          and all(lo <= int(s) <= hi for s in sizes)):
+            raise System1Error(f"test size {test_size} is not 1 to {MAX_TEST_SIZES} distinct sizes of {lo} to {hi} px")
+        self.test_sizes = tuple(int(s or model_config["image_size"]) for s in sizes)
+        self.test_size = self.test_sizes[0]
+        self._set_size(model, self.test_size)
         self.model = model.eval()
         self.config = model_config
         self.names = names
@@ -249,6 +252,11 @@ class System1:
         self.stamp_vote = stamp_vote
         self.device_type = str(device).split(":")[0]          # "cpu" or "cuda", as autocast wants it
         self.amp_dtype = autocast_dtype(self.device_type) if amp else None
+
+    @staticmethod
+    def _set_size(model, size):
+        model.transform.min_size = (size,)
+        model.transform.max_size = size
 
     @classmethod
     def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
@@ -286,17 +294,24 @@ class System1:
 
     def network_outputs(self, grays) -> list[dict]:
         """The network's detections for gray images, every view's in the image's own pixels: a dict of
-        ``boxes`` (xyxy), ``scores``, ``labels`` and ``views`` (the view each was seen in) per image."""
+        ``boxes`` (xyxy), ``scores``, ``labels`` and ``views`` (the view each was seen in; with several
+        test sizes, view ``v`` at the ``k``-th size is ``k * views + v``) per image."""
         import torch
         xs = [torch.from_numpy(v).float().div_(255.0)[None].to(self.device)
               for g in grays for v in view_images(g, self.views)]
-        with torch.inference_mode(), autocast(self.device_type, self.amp_dtype):
-            raw = self.model(xs)
+        raws = []
+        try:
+            for size in self.test_sizes:
+                self._set_size(self.model, size)
+                with torch.inference_mode(), autocast(self.device_type, self.amp_dtype):
+                    raws.append(self.model(xs))
+        finally:
+            self._set_size(self.model, self.test_size)
         outs = []
         for k, g in enumerate(grays):
-            per_view = raw[k * self.views:(k + 1) * self.views]
+            per_view = [o for raw in raws for o in raw[k * self.views:(k + 1) * self.views]]
             h, w = g.shape
-            outs.append({"boxes": torch.cat([to_original(o["boxes"].float().cpu(), v, w, h)
+            outs.append({"boxes": torch.cat([to_original(o["boxes"].float().cpu(), v % self.views, w, h)
                                              for v, o in enumerate(per_view)]),
                          "scores": torch.cat([o["scores"].float().cpu() for o in per_view]),
                          "labels": torch.cat([o["labels"].cpu() for o in per_view]),
@@ -312,7 +327,7 @@ class System1:
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
         # outputs without view indices (a plain torchvision model's) are one view
         all_views = out.get("views", torch.zeros(len(all_scores), dtype=torch.int64))
-        n_views = self.views if "views" in out else 1
+        n_views = self.views * len(self.test_sizes) if "views" in out else 1
         all_names = [self.names[int(l) - 1] for l in all_labels]
         group_of = {"shape": 0, "line": 1, "arc": 2}
         groups = torch.tensor([group_of[n.split("/")[0]] for n in all_names], dtype=torch.int64)

@@ -47,6 +47,7 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 DATA_FORMAT_VERSION = 5
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
+MAX_TEST_SIZES = 3         # sizes whose views may be fused at inference (--test-size 480,416)
 TEST_VIEWS = 4            # views the network sees at inference (1 to MAX_VIEWS)
 MAX_VIEWS = 8             # the image's eight symmetries (views.VIEW_NAMES)
 INFERENCE_AMP = True      # inference under bf16 autocast where the device has fast bf16 (see precision)
