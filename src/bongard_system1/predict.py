@@ -218,8 +218,8 @@ class System1:
     """A trained detector ready for inference."""
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
-                 test_size: int | None = None, stamp_vote=None, views: int = 1, amp: bool = True,
-                 stroke_mode: str = "snap"):
+                 test_size: int | tuple[int, ...] | None = None, stamp_vote=None, views: int = 1,
+                 amp: bool = True, stroke_mode: str = "snap"):
         """``test_size``: the size images are resized to for the network (None: the training size, as
         in validation during training), or several sizes (a tuple): the views at every size are fused
         as one set of views. It is set on ``model.transform``, so it holds for every user of that model
@@ -259,7 +259,7 @@ class System1:
         model.transform.max_size = size
 
     @classmethod
-    def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | None = None,
+    def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | tuple[int, ...] | None = None,
              stamp_vote: bool = True, views: int | None = None, amp: bool = True,
              stroke_mode: str = "snap") -> "System1":
         """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
