@@ -149,3 +149,53 @@ def test_images_mix_free_form_and_basic_shapes_as_the_original_dataset_does():
     names = [s.name for _ in range(500) for s in sample_image(rng)[0]]
     share = np.mean([n == "freeform" for n in names])
     assert 0.25 < share < 0.35, share
+
+
+def _hidden_joints(shape):
+    """Joints that nothing in the ink marks: the same type and style, straight on, arcs of one bend."""
+    return sum(p.kind == a.kind and p.style == a.style and abs(a.turn_degrees) < 1e-6
+               and (a.kind == "line" or (a.arc_degrees > 0) == (p.arc_degrees > 0))
+               for p, a in zip(shape, shape[1:]))
+
+
+def _retraced(shape):
+    """Strokes that run back over the last one: a line after a line turned 180 degrees, or an arc
+    bending the other way straight on after an arc of the same radius."""
+    return sum((p.kind == a.kind == "line" and abs(abs(a.turn_degrees) - 180.0) < 1e-6)
+               or (p.kind == a.kind == "arc" and p.size == a.size and abs(a.turn_degrees) < 1e-6
+                   and (a.arc_degrees > 0) != (p.arc_degrees > 0))
+               for p, a in zip(shape, shape[1:]))
+
+
+def test_basic_shapes_join_strokes_that_meet_with_no_mark_free_form_ones_keep_them():
+    """Two normal lines in line are one line to the eye: a basic shape draws them as one stroke (the
+    real set's basic shapes have no such joint), and the ink is the same; free-form shapes keep them
+    (the original's free-form sampler makes them, 12% of real free-form strokes)."""
+    from bongard_system1.logo.sample import basic, freeform, join_hidden_joints
+    split = parse_program(["line_normal_0.300-0.500", "line_normal_0.400-0.500", "line_zigzag_0.300-0.500",
+                           "arc_normal_0.500_0.750-0.750", "arc_normal_0.500_0.750-0.500",
+                           "arc_normal_0.500_0.250-0.500"])
+    joined = join_hidden_joints(list(split))
+    assert [format_action(a) for a in joined] == ["line_normal_0.700-0.500", "line_zigzag_0.300-0.500",
+                                                  "arc_normal_0.500_1.000-0.750", "arc_normal_0.500_0.250-0.500"]
+    a = render([PlacedShape(split[:2], (-200.0, 0.0), 0.0, 300.0)], 416, with_boxes=False).image < 128
+    b = render([PlacedShape(tuple(joined[:1]), (-200.0, 0.0), 0.0, 300.0)], 416, with_boxes=False).image < 128
+    assert a.sum() > 500 and (a ^ b).sum() <= 0.01 * a.sum()
+    rng = np.random.default_rng(3)
+    shapes = [basic(rng)[0] for _ in range(800)]
+    assert sum(map(_hidden_joints, shapes)) == 0
+    assert sum(map(_retraced, shapes)) == 0          # no stroke drawn back over the last one's ink
+    assert sum(_hidden_joints(freeform(rng)[0]) for _ in range(300)) > 30
+
+
+def test_real_basic_shapes_have_no_hidden_joints_or_retraced_strokes(real_dir):
+    """What the basic-shape sampler now follows: the real set's basic and abstract (bd, hd) shapes have
+    neither (its free-form shapes have hidden joints, as the original's free-form sampler makes them)."""
+    coco = json.loads((real_dir / "shapes_coco.json").read_text())
+    kind = {im["id"]: im["problem_type"] for im in coco["images"]}
+    shapes = {"ff": [], "basic": []}
+    for a in coco["annotations"]:
+        shapes["ff" if kind[a["image_id"]] == "ff" else "basic"].append(parse_program(a["action_program"]))
+    assert len(shapes["basic"]) > 500
+    assert sum(map(_hidden_joints, shapes["basic"])) == 0 and sum(map(_retraced, shapes["basic"])) == 0
+    assert sum(map(_hidden_joints, shapes["ff"])) > 50
