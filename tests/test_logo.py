@@ -152,10 +152,9 @@ def test_images_mix_free_form_and_basic_shapes_as_the_original_dataset_does():
 
 
 def _hidden_joints(shape):
-    """Joints that nothing in the ink marks: the same type and style, straight on, arcs of one bend."""
-    return sum(p.kind == a.kind and p.style == a.style and abs(a.turn_degrees) < 1e-6
-               and (a.kind == "line" or (a.arc_degrees > 0) == (p.arc_degrees > 0))
-               for p, a in zip(shape, shape[1:]))
+    """Joints that nothing in the ink marks (``logo.sample.hides_joint``)."""
+    from bongard_system1.logo.sample import hides_joint
+    return sum(hides_joint(p, a) for p, a in zip(shape, shape[1:]))
 
 
 def _retraced(shape):

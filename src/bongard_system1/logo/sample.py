@@ -7,7 +7,7 @@ The sampler never reads real Bongard-LOGO data. It draws
   a half or whole circle), each move continuing straight on from the last one, every stroke's
   style drawn uniformly from the five, now and then one turn changed (as its negative examples are);
 * basic shapes built in code in the manner of the original's human-designed shapes: regular
-  polygons, rectangles, circles and arcs, sectors, closed half circles, lenses, crosses, stars,
+  polygons, rectangles, circles and arcs, sectors, closed half circles, lenses, plus-sign outlines, stars,
   open polylines, S curves, funnels, polygons with a side split in two, and random mixed chains of
   lines and arcs. As in the original, every arc has radius 0.5 (a shape's size is its scale) and a
   shape is either all `normal` or has each stroke's style drawn uniformly from the five; two strokes
@@ -245,9 +245,17 @@ _BASIC = [_polygon, _split_polygon, _rectangle, _circle, _arc, _sector, _half_ci
 CHAIN_SHARE = 0.3               # share of basic shapes that are random chains; the rest are the figures above
 
 
+def hides_joint(prev: Action, action: Action) -> bool:
+    """Whether nothing in the ink marks where ``prev`` ends and ``action`` begins: the same type and
+    style, straight on (turn 0), and for arcs the same radius and bend."""
+    return (action.kind == prev.kind and action.style == prev.style and abs(action.turn_degrees) < 1e-6
+            and (action.kind == "line" or (action.size == prev.size
+                                           and (action.arc_degrees > 0) == (prev.arc_degrees > 0))))
+
+
 def join_hidden_joints(actions: list[Action]) -> list[Action]:
-    """Join each pair of strokes whose joint nothing in the ink marks: one stroke of the same type and
-    style continuing the last straight on (turn 0), an arc also with the same radius and bend.
+    """Join each pair of strokes whose joint nothing in the ink marks (:func:`hides_joint`): one stroke
+    of the same type and style continuing the last straight on, an arc also with the same radius and bend.
 
     Two normal lines in line are one line to the eye, so where they are labelled as two strokes the
     place of the joint cannot be learned. The development real set's basic and abstract shapes have no
@@ -258,15 +266,13 @@ def join_hidden_joints(actions: list[Action]) -> list[Action]:
     out = [actions[0]]
     for a in actions[1:]:
         p = out[-1]
-        if a.kind == p.kind and a.style == p.style and abs(a.turn_degrees) < 1e-6:
-            if a.kind == "line":
-                out[-1] = replace(p, size=round(min(1.0, p.size + a.size), 3))
-                continue
-            if a.size == p.size and (a.arc_degrees > 0) == (p.arc_degrees > 0):
-                bend = float(np.clip(p.arc_degrees + a.arc_degrees, -360.0, 360.0))
-                out[-1] = replace(p, arc=round((bend + 360.0) / 720.0, 3))
-                continue
-        out.append(a)
+        if not hides_joint(p, a):
+            out.append(a)
+        elif a.kind == "line":
+            out[-1] = replace(p, size=round(min(1.0, p.size + a.size), 3))
+        else:
+            bend = float(np.clip(p.arc_degrees + a.arc_degrees, -360.0, 360.0))
+            out[-1] = replace(p, arc=round((bend + 360.0) / 720.0, 3))
     return out
 
 
