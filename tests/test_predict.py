@@ -54,6 +54,24 @@ def test_hybrid_does_not_split_on_unconfident_parts():
     assert all(d.score >= 0.5 for d in top) and max(d.bbox[2] for d in top) > 100     # the component stays first
 
 
+def test_hybrid_does_not_split_a_component_the_network_also_sees_whole():
+    img = _page()
+    a = Detection([148.0, 38.0, 54.0, 64.0], 0.8, "shape")               # two confident parts ...
+    b = Detection([197.0, 58.0, 64.0, 74.0], 0.7, "shape")
+    ys, xs = np.nonzero(img[:, 120:] < 255)
+    comp = (float(xs.min() + 120), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1))
+    for whole_score, split in ((0.55, False), (0.45, True)):
+        whole = Detection(list(comp), whole_score, "shape")                # ... and the component, whole
+        out = sorted(hybrid_shapes(img, [a, b, whole]), key=lambda d: -d.score)
+        right = [d for d in out if d.bbox[0] > 120]
+        if split:
+            assert {tuple(d.bbox) for d in right[:2]} == {tuple(a.bbox), tuple(b.bbox)}
+            assert right[2].bbox == list(comp) and right[2].score == 0.25
+        else:
+            assert right[0].bbox == list(comp) and right[0].score == 0.5 + 0.5 * whole_score   # kept whole
+            assert [d.score for d in right[1:]] == [a.score * 0.25, b.score * 0.25]       # parts far below
+
+
 def test_as_gray_accepts_colour_and_float_images():
     img = _page()
     colour = np.dstack([img] * 3)

@@ -31,8 +31,8 @@ from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .precision import autocast, autocast_dtype
-from .settings import (FUSE_IOU, HYBRID_CONFIDENT, MAX_TEST_SIZES, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE,
-                       TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
+from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_WHOLE, MAX_TEST_SIZES, STROKE_SNAP_INSIDE,
+                       STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
@@ -145,14 +145,17 @@ SHAPE_MODES = ("hybrid", "snap", "model")
 STROKE_MODES = ("snap", "model")
 
 
-def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8):
+def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whole=HYBRID_WHOLE):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
 
     Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
     the network is confident (>= ``confident``) of two or more distinct shapes inside one component,
-    those boxes replace it and the component drops to 0.25. Network boxes that no component
-    explains are kept below every component (score x 0.25). ``confident`` was chosen on synthetic
-    validation images (shapes AP 0.883 at 0.7, 0.884 at 0.6, 0.870 at 0.5, 0.826 at 0.4).
+    and does not also see the component as one shape (no box at IoU >= ``same`` with it scored
+    ``whole`` or more), those boxes replace it and the component drops to 0.25. Network boxes that
+    no component explains are kept below every component (score x 0.25). ``confident`` was chosen on
+    synthetic validation images (shapes AP 0.883 at 0.7, 0.884 at 0.6, 0.870 at 0.5, 0.826 at 0.4),
+    and so was ``whole`` (see :mod:`settings`): a network that sees a single shape whole and also
+    confidently in parts split it wrongly (real free-form shapes, most of all after short training).
     """
     from .baseline import classical_shapes
     comps = [c["bbox"] for c in classical_shapes(gray)]
@@ -165,8 +168,9 @@ def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8):
             if all(iou_xywh(d.bbox, p.bbox) < 0.5 for _, p in parts):
                 parts.append((k, d))
         matched = [d.score for d in model_shapes if iou_xywh(d.bbox, c) >= 0.5]
+        seen_whole = max((d.score for d in model_shapes if iou_xywh(d.bbox, c) >= same), default=0.0)
         box = list(map(float, c))
-        if len(parts) >= 2:
+        if len(parts) >= 2 and seen_whole < whole:
             out.extend(Detection(d.bbox, 0.5 + 0.5 * d.score, "shape") for _, d in parts)
             used.update(k for k, _ in parts)
             out.append(Detection(box, 0.25, "shape"))

@@ -24,6 +24,10 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   8 and 1: 0.695, 4 and 0: 0.690, 4 and 2: 0.689), then checked on the real set: 0.675 -> 0.697.
 * ``HYBRID_CONFIDENT``: the network score from which the hybrid shape boxes split an ink component
   into the shapes the network sees in it (chosen on synthetic validation images; see ``predict``).
+  ``HYBRID_WHOLE``: ... unless the network also sees the whole component as one shape with at least
+  this score. Chosen on the 400 synthetic validation images with two models' outputs (8 and 5
+  epochs; shapes AP 0.8882 -> 0.8891 and 0.8764 -> 0.8791 at 0.45 to 0.55, 0.8891 and 0.8757 at 0.6),
+  then checked on the real set: 0.9898 -> 0.9923 and 0.9842 -> 0.9883.
 * ``STAMP_VOTE_DETECTOR_WEIGHT``: in the stamp vote (``stamps``), the weight of the detector's own
   normalised stamp-style scores against the patch classifier's mean vote (on 400 synthetic ring-stamp
   images at 512 px, style 89.72, 89.81, 90.18, 89.89 and 88.39% at 0.25, 0.5, 1, 2 and 4).
@@ -54,6 +58,7 @@ MAX_VIEWS = 8             # the image's eight symmetries (views.VIEW_NAMES)
 INFERENCE_AMP = True      # inference under bf16 autocast where the device has fast bf16 (see precision)
 FUSE_IOU = 0.75           # detections of the views overlapping more than this are one object
 HYBRID_CONFIDENT = 0.6
+HYBRID_WHOLE = 0.5        # ... but not where the network scores the whole component this high
 STROKE_SNAP_INSIDE = 4    # a stroke box's edge meets ink in the 4 pixel lines inside it (moving at most 3 px in)
 STROKE_SNAP_OUTSIDE = 1   # ... or in the 1 line outside it
 STAMP_VOTE_DETECTOR_WEIGHT = 1.0
