@@ -161,22 +161,23 @@ def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whol
     comps = [c["bbox"] for c in classical_shapes(gray)]
     out, used = [], set()
     for c in comps:
+        ious = [iou_xywh(d.bbox, c) for d in model_shapes]
         parts = []          # distinct confident shapes clearly smaller than the component
         for k, d in sorted(enumerate(model_shapes), key=lambda kd: -kd[1].score):
-            if d.score < confident or fraction_inside(d.bbox, c) < 0.85 or iou_xywh(d.bbox, c) >= same:
+            if d.score < confident or fraction_inside(d.bbox, c) < 0.85 or ious[k] >= same:
                 continue
             if all(iou_xywh(d.bbox, p.bbox) < 0.5 for _, p in parts):
                 parts.append((k, d))
-        matched = [d.score for d in model_shapes if iou_xywh(d.bbox, c) >= 0.5]
-        seen_whole = max((d.score for d in model_shapes if iou_xywh(d.bbox, c) >= same), default=0.0)
+        matched = [k for k, iou in enumerate(ious) if iou >= 0.5]
+        seen_whole = max((d.score for d, iou in zip(model_shapes, ious) if iou >= same), default=0.0)
         box = list(map(float, c))
         if len(parts) >= 2 and seen_whole < whole:
             out.extend(Detection(d.bbox, 0.5 + 0.5 * d.score, "shape") for _, d in parts)
             used.update(k for k, _ in parts)
             out.append(Detection(box, 0.25, "shape"))
         else:
-            out.append(Detection(box, 0.5 + 0.5 * max(matched, default=0.0), "shape"))
-        used.update(k for k, d in enumerate(model_shapes) if iou_xywh(d.bbox, c) >= 0.5)
+            out.append(Detection(box, 0.5 + 0.5 * max((model_shapes[k].score for k in matched), default=0.0), "shape"))
+        used.update(matched)
     out.extend(Detection(d.bbox, d.score * 0.25, "shape") for k, d in enumerate(model_shapes) if k not in used)
     return out
 
