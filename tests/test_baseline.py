@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
-from bongard_system1.baseline import ClassicalBaseline, classical_shapes
+from bongard_system1.baseline import ClassicalBaseline, classical_shapes, unseparated_shapes
 from bongard_system1.evaluate import evaluate_predictor
 
 from .conftest import REAL
@@ -71,3 +73,36 @@ def test_classical_baseline_on_the_real_set():
     assert m["per_type"]["bd"]["AP"] >= 0.97
     assert m["num_images"] == 896 and len(dets) == m["num_detections"] > 1250
     assert m["ms_per_image"] > 0
+
+
+def test_unseparated_shapes_are_those_that_touch():
+    img = _canvas(120, 220)
+    cv2.rectangle(img, (5, 5), (40, 40), 0, 2)            # a lone square
+    cv2.rectangle(img, (60, 10), (100, 50), 0, 2)         # two squares that touch
+    cv2.rectangle(img, (100, 30), (140, 70), 0, 2)
+    cv2.rectangle(img, (160, 60), (210, 115), 0, 2)       # a big square with a small one inside it, apart
+    cv2.rectangle(img, (175, 78), (192, 95), 0, 2)
+    boxes = [[4, 4, 38, 38], [59, 9, 43, 43], [99, 29, 43, 43], [159, 59, 53, 58], [174, 77, 20, 20]]
+    assert unseparated_shapes(img, boxes) == [1, 2]
+    assert unseparated_shapes(img, []) == []
+
+
+def test_unseparated_shapes_on_the_real_set():
+    coco = REAL / "shapes_coco.json"
+    if not coco.is_file():
+        pytest.skip(f"real Bongard-LOGO set not found at {REAL}")
+    gt = json.loads(coco.read_text())
+    boxes = {}
+    for a in gt["annotations"]:
+        boxes.setdefault(a["image_id"], []).append(a["bbox"])
+    found = {}
+    for im in gt["images"]:
+        if im.get("problem_type") != "bd":      # ff and hd shapes never touch in this set
+            continue
+        shared = unseparated_shapes(cv2.imread(str(REAL / im["file_name"]), cv2.IMREAD_GRAYSCALE), boxes[im["id"]])
+        if shared:
+            found[im["file_name"]] = shared
+    # the two bd images where the baseline's one component holds two shapes (see the README)
+    assert sorted(found) == ["images/bd_mismatch_sector_rec1-thin_exist_triangle2_0000/pos_4.png",
+                             "images/bd_three_mismatch_sectors2-necked_eight_lines11_0000/pos_3.png"]
+    assert all(v == [0, 1] for v in found.values())

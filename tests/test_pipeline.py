@@ -21,7 +21,7 @@ from bongard_system1.errors import System1Error
 from bongard_system1.pipeline import cli, profiles
 from bongard_system1.pipeline.lock import PipelineLock
 from bongard_system1.pipeline.records import CheckpointManager, config_diff, config_hash
-from bongard_system1.pipeline.stages import pipeline_status, reset_stage
+from bongard_system1.pipeline.status import pipeline_status, reset_stage
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -55,6 +55,16 @@ def classical_shapes(gray: np.ndarray, *, dilate: int = DILATE, min_pixels: int 
     return out
 
 
+def unseparated_shapes(gray: np.ndarray, shape_boxes, *, iou: float = 0.9) -> list[int]:
+    """Indices of the given shapes (``[x, y, w, h]`` boxes, the ground truth) that no ink component
+    of :func:`classical_shapes` boxes on its own (none at IoU >= ``iou`` with the shape's box). Every
+    Bongard-LOGO shape is one connected stroke, so these are the shapes that touch or cross another
+    one: where the baseline cannot tell shapes apart and a learned detector must."""
+    from .boxes import iou_xywh
+    comps = [c["bbox"] for c in classical_shapes(gray)]
+    return [i for i, b in enumerate(shape_boxes) if max((iou_xywh(b, c) for c in comps), default=0.0) < iou]
+
+
 class ClassicalBaseline:
     """:func:`classical_shapes` as an object; ``.detect`` (or calling it) can serve as a predict_fn."""
 

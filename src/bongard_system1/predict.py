@@ -11,8 +11,9 @@ and so do shape boxes (``shape_mode``):
 * ``model``: the network's boxes as they are;
 * ``snap``: each edge moves to the outermost ink within a few pixels of it, never further;
 * ``hybrid`` (default): the ink's connected components (see :mod:`baseline`) give exact boxes
-  wherever the network agrees that a component is one shape; where the network sees two or more
-  shapes inside one component (shapes that touch or cross), its own snapped boxes are used.
+  wherever the network agrees that a component is one shape; where the network is confident of two or
+  more shapes inside one component (shapes that touch or cross), its own snapped boxes are used, and
+  where it is less sure, they are kept too, ranked below every component.
 
 Images are resized for the network to its test size (see :mod:`settings`), and the network runs
 under bf16 autocast where the device multiplies bf16 fast (see :mod:`precision`; ``amp=False``: fp32).
@@ -20,7 +21,6 @@ under bf16 autocast where the device multiplies bf16 fast (see :mod:`precision`;
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 
@@ -31,8 +31,9 @@ from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .precision import autocast, autocast_dtype
-from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_WHOLE, MAX_TEST_SIZES, STROKE_SNAP_INSIDE,
-                       STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
+from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_PARTS_RANK, HYBRID_WHOLE,
+                       MAX_TEST_SIZES, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
+                       default_test_size)
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
@@ -145,38 +146,50 @@ SHAPE_MODES = ("hybrid", "snap", "model")
 STROKE_MODES = ("snap", "model")
 
 
-def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whole=HYBRID_WHOLE):
+def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whole=HYBRID_WHOLE,
+                  parts_min=HYBRID_PARTS_MIN, parts_rank=HYBRID_PARTS_RANK):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
 
     Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
     the network is confident (>= ``confident``) of two or more distinct shapes inside one component,
     and does not also see the component as one shape (no box at IoU >= ``same`` with it scored
-    ``whole`` or more), those boxes replace it and the component drops to 0.25. Network boxes that
-    no component explains are kept below every component (score x 0.25). ``confident`` was chosen on
-    synthetic validation images (shapes AP 0.883 at 0.7, 0.884 at 0.6, 0.870 at 0.5, 0.826 at 0.4),
-    and so was ``whole`` (see :mod:`settings`): a network that sees a single shape whole and also
-    confidently in parts split it wrongly (real free-form shapes, most of all after short training).
+    ``whole`` or more), those boxes replace it and the component drops to 0.25. Where a component is
+    not split but the network sees two or more distinct shapes inside it scored ``parts_min`` or more,
+    they are kept at ``parts_rank`` times their score: below every component, above the network's
+    other boxes, which no component explains and which are kept at their score x 0.25. ``confident``
+    was chosen on synthetic validation images (shapes AP 0.883 at 0.7, 0.884 at 0.6, 0.870 at 0.5,
+    0.826 at 0.4), and so were ``whole``, ``parts_min`` and ``parts_rank`` (see :mod:`settings`): a
+    network that sees a single shape whole and also confidently in parts split it wrongly (real
+    free-form shapes, most of all after short training), and shapes that touch were found only after
+    every other box where the network was not confident enough to split.
     """
     from .baseline import classical_shapes
     comps = [c["bbox"] for c in classical_shapes(gray)]
     out, used = [], set()
+    order = sorted(range(len(model_shapes)), key=lambda k: -model_shapes[k].score)
     for c in comps:
         ious = [iou_xywh(d.bbox, c) for d in model_shapes]
-        parts = []          # distinct confident shapes clearly smaller than the component
-        for k, d in sorted(enumerate(model_shapes), key=lambda kd: -kd[1].score):
-            if d.score < confident or fraction_inside(d.bbox, c) < 0.85 or ious[k] >= same:
+        parts = []          # distinct shapes clearly smaller than the component, best first
+        for k in order:
+            d = model_shapes[k]
+            if d.score < min(confident, parts_min) or fraction_inside(d.bbox, c) < 0.85 or ious[k] >= same:
                 continue
             if all(iou_xywh(d.bbox, p.bbox) < 0.5 for _, p in parts):
                 parts.append((k, d))
+        sure = [(k, d) for k, d in parts if d.score >= confident]
         matched = [k for k, iou in enumerate(ious) if iou >= 0.5]
         seen_whole = max((d.score for d, iou in zip(model_shapes, ious) if iou >= same), default=0.0)
         box = list(map(float, c))
-        if len(parts) >= 2 and seen_whole < whole:
-            out.extend(Detection(d.bbox, 0.5 + 0.5 * d.score, "shape") for _, d in parts)
-            used.update(k for k, _ in parts)
+        if len(sure) >= 2 and seen_whole < whole:
+            out.extend(Detection(d.bbox, 0.5 + 0.5 * d.score, "shape") for _, d in sure)
+            used.update(k for k, _ in sure)
             out.append(Detection(box, 0.25, "shape"))
         else:
             out.append(Detection(box, 0.5 + 0.5 * max((model_shapes[k].score for k in matched), default=0.0), "shape"))
+            kept = [(k, d) for k, d in parts if d.score >= parts_min]
+            if len(kept) >= 2:
+                out.extend(Detection(d.bbox, parts_rank * d.score, "shape") for _, d in kept)
+                used.update(k for k, _ in kept)
         used.update(matched)
     out.extend(Detection(d.bbox, d.score * 0.25, "shape") for k, d in enumerate(model_shapes) if k not in used)
     return out

@@ -10,7 +10,6 @@ and exit with status 2; argparse errors are one line with status 2 as well.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..argtypes import OneLineParser
@@ -122,7 +121,8 @@ def options_from_args(args, default_profile: str | None = None, log_name: str | 
 
 
 def do_status(args) -> int:
-    from .stages import pipeline_status, resolve_real_data
+    from .stages import resolve_real_data
+    from .status import pipeline_status
 
     explicit = bool(args.profile or _overrides(args) or args.real_data)
     settings = real = None
@@ -138,7 +138,7 @@ def do_status(args) -> int:
 
 
 def do_reset(workdir, stage: str) -> int:
-    from .stages import reset_stage
+    from .status import reset_stage
 
     deleted = reset_stage(Path(workdir).expanduser(), stage)
     if deleted:
@@ -151,7 +151,7 @@ def do_reset(workdir, stage: str) -> int:
 
 
 def do_run(args, default_profile: str | None = None, log_name: str | None = None) -> dict:
-    from .stages import run_pipeline
+    from .run import run_pipeline
 
     return run_pipeline(options_from_args(args, default_profile, log_name))
 

@@ -1,4 +1,6 @@
-"""The three pipeline stages (data, training, evaluation), the run that chains them, status and reset.
+"""The three pipeline stages (data, training, evaluation) and the helpers they share.
+
+The run that chains them is in :mod:`.run`; status and reset are in :mod:`.status`.
 
 Layout of a work directory::
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -38,9 +39,8 @@ from pathlib import Path
 
 from ..errors import System1Error
 from . import profiles
-from .lock import PipelineLock
 from ..io_utils import sha256_file, write_json_atomic
-from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, library_versions, now_text, rel
+from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, now_text, rel
 
 DEFAULT_REAL_DATA = "../shared/real-bongard-logo/shapes_coco.json"
 OWNED_DIRS = ("checkpoints", "processed_data", "runs", "results", "logs")
@@ -128,7 +128,7 @@ def _staging(target: Path) -> Path:
     return target.with_name(target.name + ".new")
 
 
-def _rmtree(path: Path) -> None:
+def rmtree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -139,15 +139,15 @@ def swap_in(staging: Path, target: Path) -> None:
     """Replace ``target`` by the complete ``staging`` folder (old one removed only afterwards)."""
     old = target.with_name(target.name + ".old")
     if old.exists():
-        _rmtree(old)
+        rmtree(old)
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)
     if old.exists():
-        _rmtree(old)
+        rmtree(old)
 
 
-def _check_writable(workdir: Path) -> None:
+def check_writable(workdir: Path) -> None:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f".system1_write_probe_{os.getpid()}"
@@ -188,7 +188,7 @@ def _only_stamp_vote_changed(decision: Decision, cfg: dict, target: Path) -> boo
 # the stages
 
 
-class _Context:
+class Context:
     def __init__(self, opts: RunOptions, log: Reporter):
         self.opts = opts
         self.workdir = Path(opts.workdir).resolve()
@@ -212,7 +212,7 @@ class _Context:
         self.actions[stage] = {"ran": decision.run, "reason": decision.reason}
 
 
-def stage_data(ctx: _Context) -> tuple[dict, bool]:
+def stage_data(ctx: Context) -> tuple[dict, bool]:
     """Generate the synthetic dataset unless a valid record for the same config exists."""
     s = ctx.settings
     cfg = profiles.data_config(s)
@@ -231,9 +231,9 @@ def stage_data(ctx: _Context) -> tuple[dict, bool]:
     else:   # --no-checkpoint: nothing is trusted, everything is redone
         build, fresh = target, True
         if target.exists():
-            _rmtree(target)
+            rmtree(target)
     if fresh and build != target and build.exists():
-        _rmtree(build)
+        rmtree(build)
     rec = ctx.mgr.start("data", cfg, None, decision.reason, {
         "profile": ctx.profile, "run_settings": ctx.run_settings,
         "staging_dir": rel(build, ctx.workdir) if build != target else None,
@@ -297,7 +297,7 @@ def _dataset_counts(folder: Path, manifest: dict, expected: int) -> dict:
     return counts
 
 
-def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict, bool]:
+def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, bool]:
     """Train the detector on the dataset unless a valid record for the same config and data exists."""
     s = ctx.settings
     cfg = profiles.train_config(s)
@@ -307,7 +307,7 @@ def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict,
     if not decision.run:
         rec = decision.record
         ctx.log(f"[training] skipped: {rec['config']['backbone']}, {len(rec['metrics'].get('history', []))} epochs, "
-                f"best AP {_fmt(rec['metrics'].get('best_metric'))}, complete since {rec['finished']}")
+                f"best AP {fmt(rec['metrics'].get('best_metric'))}, complete since {rec['finished']}")
         ctx.stage_seconds["training"] = 0.0
         return rec, False
 
@@ -320,7 +320,7 @@ def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict,
     else:
         build, fresh = target, True
     if fresh and build != target and build.exists():
-        _rmtree(build)
+        rmtree(build)
     resume = not fresh and (build / "last.pt").exists()
     if resume:
         ctx.log(f"[training] resuming from {rel(build / 'last.pt', ctx.workdir)}")
@@ -363,7 +363,7 @@ def stage_training(ctx: _Context, data_rec: dict, data_ran: bool) -> tuple[dict,
     ctx.mgr.finish("training", rec, seconds)
     ctx.stage_seconds["training"] = round(seconds, 2)
     ctx.log(f"[training] complete: {s['backbone']}, {len(history)} epochs, best AP "
-            f"{_fmt(result.get('best_metric'))} in {seconds:.1f} s -> {outputs['best_checkpoint']['path']}")
+            f"{fmt(result.get('best_metric'))} in {seconds:.1f} s -> {outputs['best_checkpoint']['path']}")
     return rec, True
 
 
@@ -374,7 +374,7 @@ def _moved(path: Path, old_root: Path, new_root: Path) -> Path:
         return Path(path)
 
 
-def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: bool) -> tuple[dict, bool]:
+def stage_evaluation(ctx: Context, data_rec: dict, train_rec: dict, train_ran: bool) -> tuple[dict, bool]:
     """COCO metrics of the best checkpoint on the synthetic val split and on the real set."""
     s = ctx.settings
     real = ctx.opts.real_data
@@ -385,7 +385,7 @@ def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: 
     ctx.announce("evaluation", decision)
     if not decision.run:
         rec = decision.record
-        ctx.log(f"[evaluation] skipped: {_eval_facts(rec)}, complete since {rec['finished']}")
+        ctx.log(f"[evaluation] skipped: {eval_facts(rec)}, complete since {rec['finished']}")
         ctx.stage_seconds["evaluation"] = 0.0
         return rec, False
 
@@ -407,7 +407,7 @@ def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: 
                                progress=ctx.opts.progress, test_size=cfg["test_size"],
                                views=cfg["test_views"], amp=cfg["inference_amp"], **kwargs)
             metrics[name] = _jsonable(m)
-            ctx.log(f"[evaluation] {name}: AP {_fmt(m.get('AP'))}, AP50 {_fmt(m.get('AP50'))}")
+            ctx.log(f"[evaluation] {name}: AP {fmt(m.get('AP'))}, AP50 {fmt(m.get('AP50'))}")
         summary = summarize(metrics)
         rec.update(metrics={"sets": metrics, "summary": summary, "targets": target_status(summary)},
                    validation={name: {"images": count} for name, (_, _, count) in sets.items()})
@@ -417,7 +417,7 @@ def stage_evaluation(ctx: _Context, data_rec: dict, train_rec: dict, train_ran: 
     seconds = time.time() - t0
     ctx.mgr.finish("evaluation", rec, seconds)
     ctx.stage_seconds["evaluation"] = round(seconds, 2)
-    ctx.log(f"[evaluation] complete in {seconds:.1f} s: {_eval_facts(rec)}")
+    ctx.log(f"[evaluation] complete in {seconds:.1f} s: {eval_facts(rec)}")
     return rec, True
 
 
@@ -432,7 +432,7 @@ def _load_detector(model_path: str, device: str, test_size: int, views: int, amp
     return CachedDetector(System1.load(model_path, device=device, test_size=test_size, views=views, amp=amp))
 
 
-def _eval_sets(ctx: _Context, data_rec: dict, real: str | None, s: dict) -> dict:
+def _eval_sets(ctx: Context, data_rec: dict, real: str | None, s: dict) -> dict:
     """``{name: (coco file, images root, image count)}`` for every set to evaluate."""
     want = {"all": ("shapes", "strokes"), "shapes": ("shapes",), "strokes": ("strokes",)}[s["categories"]]
     ddir = ctx.mgr.abs(data_rec["outputs"]["dir"])
@@ -492,19 +492,19 @@ def target_status(summary: dict) -> list[dict]:
     return rows
 
 
-def _eval_facts(rec: dict) -> str:
+def eval_facts(rec: dict) -> str:
     summ = rec.get("metrics", {}).get("summary", {})
-    text = f"synthetic AP {_fmt(summ.get('synthetic_AP'))} / AP50 {_fmt(summ.get('synthetic_AP50'))}"
+    text = f"synthetic AP {fmt(summ.get('synthetic_AP'))} / AP50 {fmt(summ.get('synthetic_AP50'))}"
     if summ.get("real_AP50") is not None:
         n = [v.get("images") for k, v in rec.get("validation", {}).items() if k.startswith("real_")]
         cap = f" on {n[0]} images" if n and n[0] else ""
-        text += f", real AP50 {_fmt(summ.get('real_AP50'))}{cap}"
+        text += f", real AP50 {fmt(summ.get('real_AP50'))}{cap}"
     else:
         text += ", no real set"
     return text
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
@@ -528,248 +528,3 @@ def _jsonable(obj):
         except (TypeError, ValueError):
             pass
     return str(obj)
-
-
-# ---------------------------------------------------------------------------------------------
-# the whole run
-
-
-def run_pipeline(opts: RunOptions) -> dict:
-    """Run data, training and evaluation, skipping what is done; write and return the results."""
-    workdir = Path(opts.workdir).resolve()
-    opts.workdir = workdir
-    _check_writable(workdir)
-    profile = opts.settings["profile"]
-    with PipelineLock(workdir):
-        log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training.log"))
-        log(f"System 1 pipeline: profile {profile}, work directory {workdir}"
-            + ("" if opts.checkpoint else " (no checkpoint records)"))
-        if opts.real_data is None:
-            log("note: no real set (give --real-data FILE); the real target will count as not met")
-        ctx = _Context(opts, log)
-        t0 = time.time()
-        data_rec, data_ran = stage_data(ctx)
-        train_rec, train_ran = stage_training(ctx, data_rec, data_ran)
-        eval_rec, _ = stage_evaluation(ctx, data_rec, train_rec, train_ran)
-        results = build_results(ctx, data_rec, train_rec, eval_rec, time.time() - t0)
-        path = results_path(workdir, profile)
-        write_json_atomic(path, results)
-        ran = [s for s in STAGES if ctx.actions.get(s, {}).get("ran")]
-        log(f"done in {time.time() - t0:.1f} s: " + (f"ran {', '.join(ran)}" if ran else "every stage was up to date")
-            + f"; results in {rel(path, workdir)}")
-        results["results_file"] = str(path)
-        return results
-
-
-def results_path(workdir: Path, profile: str) -> Path:
-    if profile == "professional":
-        return workdir / "results" / f"professional_training_results_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    return workdir / "results" / "system1_training_results.json"
-
-
-def peak_memory() -> dict:
-    """Peak resident memory of this process and its children (MiB), and of the GPU when torch used one."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    out = {"process_rss_mib": round(own, 1), "children_rss_mib": round(kids, 1), "gpu_mib": None}
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                out["gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-        except Exception:  # noqa: BLE001 - memory facts are best effort
-            pass
-    return out
-
-
-def build_results(ctx: _Context, data_rec: dict, train_rec: dict, eval_rec: dict, seconds: float) -> dict:
-    tm = train_rec.get("metrics", {})
-    em = eval_rec.get("metrics", {})
-    return {
-        "profile": ctx.profile,
-        "workdir": str(ctx.workdir),
-        "finished": now_text(),
-        "settings": ctx.settings,
-        "real_data": ctx.opts.real_data,
-        "stages": {stage: {**ctx.actions.get(stage, {}), "seconds_this_run": ctx.stage_seconds.get(stage),
-                           "seconds_when_built": rec.get("seconds"), "finished": rec.get("finished"),
-                           "config_hash": rec.get("config_hash")}
-                   for stage, rec in zip(STAGES, (data_rec, train_rec, eval_rec))},
-        "dataset": data_rec.get("validation"),
-        "training": {"history": tm.get("history"), "best_metric": tm.get("best_metric"),
-                     "val_metrics": tm.get("val_metrics"), "stamp_vote": tm.get("stamp_vote"),
-                     "best_checkpoint": train_rec.get("outputs", {}).get("best_checkpoint", {}).get("path")},
-        "evaluation": em.get("sets"),
-        "summary": em.get("summary"),
-        "targets": em.get("targets"),
-        "wall_seconds": round(seconds, 2),
-        "peak_memory": peak_memory(),
-        "device": tm.get("device"),
-        "versions": library_versions(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# status and reset (cheap: no torch)
-
-
-def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
-    best = None
-    for stage in STAGES:
-        rec, _ = mgr.read(stage)
-        if rec and rec.get("run_settings") and (best is None or rec.get("started", "") >= best[0]):
-            best = (rec.get("started", ""), rec["run_settings"])
-    return best[1] if best else None
-
-
-def pipeline_status(workdir, settings: dict | None = None, real_data: str | None = None,
-                    explicit: bool = False) -> tuple[list[str], bool]:
-    """Lines describing each stage (✅/❌, timestamp, key facts, why it would run again) and whether
-    every stage is up to date. Cheap checks only (sizes, times, counts; no hashing of big files).
-
-    With ``explicit`` False the stages are compared with the last run's own settings."""
-    workdir = Path(workdir).resolve()
-    mgr = CheckpointManager(workdir)
-    lock = PipelineLock(workdir)
-    busy = lock.is_held_elsewhere()
-    lines = [f"System 1 pipeline status: {workdir}"]
-    if busy:
-        lines.append(f"a run is in progress ({lock.holder()})")
-    if not explicit:
-        last = _latest_run_settings(mgr)
-        if last:
-            settings = profiles.resolve_settings(last["profile"], last.get("overrides") or {})
-            real_data = last.get("real_data")
-            flags = " ".join(f"--{k} {v}" for k, v in (last.get("overrides") or {}).items() if v is not None)
-            lines.append(f"compared with the last run's settings: --profile {last['profile']}" + (f" {flags}" if flags else ""))
-        else:
-            settings = profiles.resolve_settings(profiles.DEFAULT_PROFILE)
-            lines.append(f"no run recorded yet; compared with the default profile ({profiles.DEFAULT_PROFILE})")
-    else:
-        lines.append(f"compared with: --profile {settings['profile']}")
-    configs = {"data": profiles.data_config(settings), "training": profiles.train_config(settings)}
-    try:
-        configs["evaluation"] = profiles.eval_config(settings, real_data, real_data_sha(real_data))
-    except OSError:
-        configs["evaluation"] = profiles.eval_config(settings, real_data, "unreadable")
-    upstream_would_run = False
-    upstream_hash = None
-    all_ok = True
-    for stage in STAGES:
-        d = mgr.decide(stage, configs[stage], upstream_hash, upstream_ran=upstream_would_run, deep=False)
-        rec = d.record
-        if d.warning:
-            lines.append(f"   warning: {d.warning}")
-        reason = d.reason
-        if d.run and upstream_would_run and reason not in ("no record",) and not reason.startswith("config changed"):
-            reason = "upstream changed (an earlier stage will run)"
-        if busy and reason == "previous run interrupted":
-            reason = "running now"
-        mark = "❌" if d.run else "✅"
-        when = (rec or {}).get("finished") or (rec or {}).get("started") or "-"
-        facts = _stage_facts(stage, rec) if rec else "no record"
-        lines.append(f"{mark} {stage:<11} {when:<19}  {facts}")
-        lines.append(f"   {'would run again: ' + reason if d.run else 'up to date'}")
-        all_ok &= not d.run
-        upstream_would_run = upstream_would_run or d.run
-        if stage == "data":
-            upstream_hash = (rec or {}).get("dataset_hash")
-        elif stage == "training":
-            upstream_hash = ((rec or {}).get("outputs", {}).get("best_checkpoint") or {}).get("sha256")
-    return lines, all_ok
-
-
-def _stage_facts(stage: str, rec: dict) -> str:
-    status = rec.get("status")
-    prefix = "" if status == "complete" else f"[{status}] "
-    try:
-        if stage == "data":
-            v, c = rec.get("validation") or {}, rec.get("config", {})
-            if not v:
-                return prefix + f"{c.get('dataset_size')} images at {c.get('image_size')} px (not finished)"
-            return prefix + (f"{v.get('num_images')} images at {c.get('image_size')} px ({v.get('num_train')} train, "
-                             f"{v.get('num_val')} val) in {rec['outputs']['dir']}, config {rec.get('config_hash', '')[:8]}")
-        if stage == "training":
-            c, m = rec.get("config", {}), rec.get("metrics", {})
-            if not m:
-                return prefix + f"{c.get('backbone')}, {c.get('epochs')} epochs (not finished)"
-            best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
-            history = m.get("history") or []
-            early = [h["image_size"] for h in history if h.get("image_size") not in (None, c.get("image_size"))]
-            which = "epoch 1" if len(early) == 1 else f"epochs 1-{len(early)}"
-            size = f"{c.get('image_size')} px" + (f" ({which} at {early[0]} px)" if early else "")
-            return prefix + (f"{c.get('backbone')}, {len(history)}/{c.get('epochs')} epochs, "
-                             f"batch {c.get('batch_size')}, {size}, best AP "
-                             f"{_fmt(m.get('best_metric'))} ({best})")
-        if stage == "evaluation":
-            if not rec.get("metrics"):
-                return prefix + "(not finished)"
-            return prefix + _eval_facts(rec)
-    except (KeyError, TypeError, AttributeError):
-        return prefix + "(record incomplete)"
-    return prefix
-
-
-def reset_stage(workdir, stage: str) -> list[str]:
-    """Delete the records and outputs of ``stage`` and everything downstream (``all``: the whole
-    pipeline layout). Returns the deleted paths, relative to the work directory."""
-    workdir = Path(workdir).resolve()
-    if stage != "all" and stage not in STAGES:
-        raise System1Error(f"unknown stage {stage!r}; choose data, training, evaluation or all")
-    if not workdir.is_dir():
-        raise System1Error(f"work directory not found: {workdir}")
-    mgr = CheckpointManager(workdir)
-    deleted: list[str] = []
-
-    def remove(path: Path) -> None:
-        if path.exists() or path.is_symlink():
-            is_dir = path.is_dir() and not path.is_symlink()
-            _rmtree(path)
-            deleted.append(rel(path, workdir) + ("/" if is_dir else ""))
-
-    first = 0 if stage == "all" else STAGES.index(stage)
-    had_records = mgr.dir.is_dir() and any(not p.name.startswith(".pipeline.lock") for p in mgr.dir.iterdir())
-    with PipelineLock(workdir):
-        for name in STAGES[first:]:
-            rec, _ = mgr.read(name)
-            if name == "data":
-                if rec and rec.get("outputs", {}).get("dir"):
-                    remove(mgr.abs(rec["outputs"]["dir"]))
-                pdir = workdir / "processed_data"
-                if pdir.is_dir():
-                    for child in sorted(pdir.iterdir()):
-                        if "_synthetic" in child.name:
-                            remove(child)
-            elif name == "training":
-                if rec and rec.get("outputs", {}).get("run_dir"):
-                    remove(mgr.abs(rec["outputs"]["run_dir"]))
-                remove(workdir / "runs")
-            elif name == "evaluation":
-                remove(workdir / "processed_data" / "real_subset")
-            path = mgr.path(name)
-            if path.exists():
-                path.unlink()
-                deleted.append(rel(path, workdir))
-        pdir = workdir / "processed_data"
-        if pdir.is_dir() and not any(pdir.iterdir()):
-            pdir.rmdir()
-        if stage == "all":
-            for name in ("results", "logs", "processed_data"):
-                remove(workdir / name)
-            for child in sorted(mgr.dir.iterdir()) if mgr.dir.is_dir() else []:
-                if not child.name.startswith(".pipeline.lock"):
-                    remove(child)
-    if stage == "all" and mgr.dir.is_dir():
-        # the lock's own files last, once released (a run starting just now recreates them)
-        for name in (".pipeline.lock.pid", ".pipeline.lock"):
-            try:
-                (mgr.dir / name).unlink()
-            except FileNotFoundError:
-                pass
-        try:
-            mgr.dir.rmdir()
-            if had_records:
-                deleted.append("checkpoints/")
-        except OSError:
-            pass
-    return deleted

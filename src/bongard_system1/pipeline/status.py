@@ -1,0 +1,178 @@
+"""What ``--status`` and ``--reset`` do: describe each stage's record and whether it would run
+again, or delete a stage's records and outputs and everything downstream.
+
+Cheap on purpose: the standard library only, no torch, no hashing of big files, so that
+``--status`` answers well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import System1Error
+from . import profiles
+from .lock import PipelineLock
+from .records import STAGES, CheckpointManager, rel
+from .stages import eval_facts, fmt, real_data_sha, rmtree
+
+
+def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
+    best = None
+    for stage in STAGES:
+        rec, _ = mgr.read(stage)
+        if rec and rec.get("run_settings") and (best is None or rec.get("started", "") >= best[0]):
+            best = (rec.get("started", ""), rec["run_settings"])
+    return best[1] if best else None
+
+
+def pipeline_status(workdir, settings: dict | None = None, real_data: str | None = None,
+                    explicit: bool = False) -> tuple[list[str], bool]:
+    """Lines describing each stage (✅/❌, timestamp, key facts, why it would run again) and whether
+    every stage is up to date. Cheap checks only (sizes, times, counts; no hashing of big files).
+
+    With ``explicit`` False the stages are compared with the last run's own settings."""
+    workdir = Path(workdir).resolve()
+    mgr = CheckpointManager(workdir)
+    lock = PipelineLock(workdir)
+    busy = lock.is_held_elsewhere()
+    lines = [f"System 1 pipeline status: {workdir}"]
+    if busy:
+        lines.append(f"a run is in progress ({lock.holder()})")
+    if not explicit:
+        last = _latest_run_settings(mgr)
+        if last:
+            settings = profiles.resolve_settings(last["profile"], last.get("overrides") or {})
+            real_data = last.get("real_data")
+            flags = " ".join(f"--{k} {v}" for k, v in (last.get("overrides") or {}).items() if v is not None)
+            lines.append(f"compared with the last run's settings: --profile {last['profile']}" + (f" {flags}" if flags else ""))
+        else:
+            settings = profiles.resolve_settings(profiles.DEFAULT_PROFILE)
+            lines.append(f"no run recorded yet; compared with the default profile ({profiles.DEFAULT_PROFILE})")
+    else:
+        lines.append(f"compared with: --profile {settings['profile']}")
+    configs = {"data": profiles.data_config(settings), "training": profiles.train_config(settings)}
+    try:
+        configs["evaluation"] = profiles.eval_config(settings, real_data, real_data_sha(real_data))
+    except OSError:
+        configs["evaluation"] = profiles.eval_config(settings, real_data, "unreadable")
+    upstream_would_run = False
+    upstream_hash = None
+    all_ok = True
+    for stage in STAGES:
+        d = mgr.decide(stage, configs[stage], upstream_hash, upstream_ran=upstream_would_run, deep=False)
+        rec = d.record
+        if d.warning:
+            lines.append(f"   warning: {d.warning}")
+        reason = d.reason
+        if d.run and upstream_would_run and reason not in ("no record",) and not reason.startswith("config changed"):
+            reason = "upstream changed (an earlier stage will run)"
+        if busy and reason == "previous run interrupted":
+            reason = "running now"
+        mark = "❌" if d.run else "✅"
+        when = (rec or {}).get("finished") or (rec or {}).get("started") or "-"
+        facts = _stage_facts(stage, rec) if rec else "no record"
+        lines.append(f"{mark} {stage:<11} {when:<19}  {facts}")
+        lines.append(f"   {'would run again: ' + reason if d.run else 'up to date'}")
+        all_ok &= not d.run
+        upstream_would_run = upstream_would_run or d.run
+        if stage == "data":
+            upstream_hash = (rec or {}).get("dataset_hash")
+        elif stage == "training":
+            upstream_hash = ((rec or {}).get("outputs", {}).get("best_checkpoint") or {}).get("sha256")
+    return lines, all_ok
+
+
+def _stage_facts(stage: str, rec: dict) -> str:
+    status = rec.get("status")
+    prefix = "" if status == "complete" else f"[{status}] "
+    try:
+        if stage == "data":
+            v, c = rec.get("validation") or {}, rec.get("config", {})
+            if not v:
+                return prefix + f"{c.get('dataset_size')} images at {c.get('image_size')} px (not finished)"
+            return prefix + (f"{v.get('num_images')} images at {c.get('image_size')} px ({v.get('num_train')} train, "
+                             f"{v.get('num_val')} val) in {rec['outputs']['dir']}, config {rec.get('config_hash', '')[:8]}")
+        if stage == "training":
+            c, m = rec.get("config", {}), rec.get("metrics", {})
+            if not m:
+                return prefix + f"{c.get('backbone')}, {c.get('epochs')} epochs (not finished)"
+            best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
+            history = m.get("history") or []
+            early = [h["image_size"] for h in history if h.get("image_size") not in (None, c.get("image_size"))]
+            which = "epoch 1" if len(early) == 1 else f"epochs 1-{len(early)}"
+            size = f"{c.get('image_size')} px" + (f" ({which} at {early[0]} px)" if early else "")
+            return prefix + (f"{c.get('backbone')}, {len(history)}/{c.get('epochs')} epochs, "
+                             f"batch {c.get('batch_size')}, {size}, best AP "
+                             f"{fmt(m.get('best_metric'))} ({best})")
+        if stage == "evaluation":
+            if not rec.get("metrics"):
+                return prefix + "(not finished)"
+            return prefix + eval_facts(rec)
+    except (KeyError, TypeError, AttributeError):
+        return prefix + "(record incomplete)"
+    return prefix
+
+
+def reset_stage(workdir, stage: str) -> list[str]:
+    """Delete the records and outputs of ``stage`` and everything downstream (``all``: the whole
+    pipeline layout). Returns the deleted paths, relative to the work directory."""
+    workdir = Path(workdir).resolve()
+    if stage != "all" and stage not in STAGES:
+        raise System1Error(f"unknown stage {stage!r}; choose data, training, evaluation or all")
+    if not workdir.is_dir():
+        raise System1Error(f"work directory not found: {workdir}")
+    mgr = CheckpointManager(workdir)
+    deleted: list[str] = []
+
+    def remove(path: Path) -> None:
+        if path.exists() or path.is_symlink():
+            is_dir = path.is_dir() and not path.is_symlink()
+            rmtree(path)
+            deleted.append(rel(path, workdir) + ("/" if is_dir else ""))
+
+    first = 0 if stage == "all" else STAGES.index(stage)
+    had_records = mgr.dir.is_dir() and any(not p.name.startswith(".pipeline.lock") for p in mgr.dir.iterdir())
+    with PipelineLock(workdir):
+        for name in STAGES[first:]:
+            rec, _ = mgr.read(name)
+            if name == "data":
+                if rec and rec.get("outputs", {}).get("dir"):
+                    remove(mgr.abs(rec["outputs"]["dir"]))
+                pdir = workdir / "processed_data"
+                if pdir.is_dir():
+                    for child in sorted(pdir.iterdir()):
+                        if "_synthetic" in child.name:
+                            remove(child)
+            elif name == "training":
+                if rec and rec.get("outputs", {}).get("run_dir"):
+                    remove(mgr.abs(rec["outputs"]["run_dir"]))
+                remove(workdir / "runs")
+            elif name == "evaluation":
+                remove(workdir / "processed_data" / "real_subset")
+            path = mgr.path(name)
+            if path.exists():
+                path.unlink()
+                deleted.append(rel(path, workdir))
+        pdir = workdir / "processed_data"
+        if pdir.is_dir() and not any(pdir.iterdir()):
+            pdir.rmdir()
+        if stage == "all":
+            for name in ("results", "logs", "processed_data"):
+                remove(workdir / name)
+            for child in sorted(mgr.dir.iterdir()) if mgr.dir.is_dir() else []:
+                if not child.name.startswith(".pipeline.lock"):
+                    remove(child)
+    if stage == "all" and mgr.dir.is_dir():
+        # the lock's own files last, once released (a run starting just now recreates them)
+        for name in (".pipeline.lock.pid", ".pipeline.lock"):
+            try:
+                (mgr.dir / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            mgr.dir.rmdir()
+            if had_records:
+                deleted.append("checkpoints/")
+        except OSError:
+            pass
+    return deleted
