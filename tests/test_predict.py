@@ -7,7 +7,7 @@ import numpy as np
 
 from bongard_system1.boxes import iou_xywh
 from bongard_system1.predict import Detection, as_gray, hybrid_shapes, refine_strokes, snap_stroke_to_ink, snap_to_ink
-from bongard_system1.settings import HYBRID_PARTS_MIN, HYBRID_PARTS_RANK
+from bongard_system1.settings import HYBRID_PARTS_MIN
 
 
 def _page():
@@ -70,21 +70,33 @@ def test_hybrid_does_not_split_a_component_the_network_also_sees_whole():
             assert right[2].bbox == list(comp) and right[2].score == 0.25
         else:
             assert right[0].bbox == list(comp) and right[0].score == 0.5 + 0.5 * whole_score   # kept whole
-            assert [d.score for d in right[1:]] == [a.score * HYBRID_PARTS_RANK, b.score * HYBRID_PARTS_RANK]
+            assert [d.score for d in right[1:]] == [a.score * 0.25, b.score * 0.25]       # parts far below
 
 
-def test_hybrid_keeps_unsplit_parts_above_the_leftovers():
-    img = _page()
-    a = Detection([148.0, 38.0, 54.0, 64.0], 0.45, "shape")              # the touching pair, not sure enough
-    b = Detection([197.0, 58.0, 64.0, 74.0], 0.35, "shape")              # to split the component
-    stray = Detection([300.0, 150.0, 40.0, 30.0], 0.6, "shape")           # on no ink at all
-    out = sorted(hybrid_shapes(img, [a, b, stray]), key=lambda d: -d.score)
-    assert all(d.score >= 0.5 for d in out[:2]) and max(d.bbox[2] for d in out[:2]) > 100   # components first
-    assert [tuple(d.bbox) for d in out[2:]] == [tuple(a.bbox), tuple(b.bbox), tuple(stray.bbox)]
-    assert [d.score for d in out[2:]] == [0.45 * HYBRID_PARTS_RANK, 0.35 * HYBRID_PARTS_RANK, 0.6 * 0.25]
-    weak = Detection([197.0, 58.0, 64.0, 74.0], HYBRID_PARTS_MIN - 0.05, "shape")   # one part too weak:
-    out = hybrid_shapes(img, [a, weak])                                           # a part alone is not kept
-    assert sorted(d.score for d in out if d.score < 0.5) == [weak.score * 0.25, a.score * 0.25]
+def _ink_box(img):
+    ys, xs = np.nonzero(img < 255)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def test_hybrid_keeps_a_touching_shape_that_matches_the_component():
+    squares = [((20, 20), (119, 119)), ((119, 50), (149, 80))]    # a big square and a small one touching it
+    alone = []
+    for corners in squares:
+        one = np.full((160, 200), 255, np.uint8)
+        cv2.rectangle(one, *corners, 0, 3)
+        alone.append(one)
+    img = np.minimum(*alone)
+    comp = _ink_box(img)                                           # one ink component
+    big = Detection(_ink_box(alone[0]), 0.45, "shape")
+    small = Detection(_ink_box(alone[1]), 0.4, "shape")
+    assert 0.5 <= iou_xywh(big.bbox, comp) < 0.8                   # the big square matches the component
+    out = sorted(hybrid_shapes(img, [big, small]), key=lambda d: -d.score)     # not sure enough to split
+    assert out[0].bbox == comp and out[0].score == 0.5 + 0.5 * big.score
+    assert [(d.bbox, d.score) for d in out[1:]] == [(big.bbox, big.score * 0.25), (small.bbox, small.score * 0.25)]
+    # with the other part under HYBRID_PARTS_MIN, the big square's box is a duplicate of the component
+    weak = Detection(small.bbox, HYBRID_PARTS_MIN - 0.05, "shape")
+    out = sorted(hybrid_shapes(img, [big, weak]), key=lambda d: -d.score)
+    assert [d.bbox for d in out] == [comp, weak.bbox]
 
 
 def test_as_gray_accepts_colour_and_float_images():

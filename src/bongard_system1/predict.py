@@ -31,7 +31,7 @@ from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .precision import autocast, autocast_dtype
-from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_PARTS_RANK, HYBRID_WHOLE,
+from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE,
                        MAX_TEST_SIZES, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
                        default_test_size)
 from .views import MAX_VIEWS, fuse, to_original, view_images
@@ -147,21 +147,19 @@ STROKE_MODES = ("snap", "model")
 
 
 def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whole=HYBRID_WHOLE,
-                  parts_min=HYBRID_PARTS_MIN, parts_rank=HYBRID_PARTS_RANK):
+                  parts_min=HYBRID_PARTS_MIN):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
 
     Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
     the network is confident (>= ``confident``) of two or more distinct shapes inside one component,
     and does not also see the component as one shape (no box at IoU >= ``same`` with it scored
-    ``whole`` or more), those boxes replace it and the component drops to 0.25. Where a component is
-    not split but the network sees two or more distinct shapes inside it scored ``parts_min`` or more,
-    they are kept at ``parts_rank`` times their score: below every component, above the network's
-    other boxes, which no component explains and which are kept at their score x 0.25. ``confident``
-    was chosen on synthetic validation images (shapes AP 0.883 at 0.7, 0.884 at 0.6, 0.870 at 0.5,
-    0.826 at 0.4), and so were ``whole``, ``parts_min`` and ``parts_rank`` (see :mod:`settings`): a
-    network that sees a single shape whole and also confidently in parts split it wrongly (real
-    free-form shapes, most of all after short training), and shapes that touch were found only after
-    every other box where the network was not confident enough to split.
+    ``whole`` or more), those boxes replace it and the component drops to 0.25. Network boxes that
+    no component explains are kept below every component (score x 0.25); those that match a
+    component (IoU >= 0.5) are dropped as its duplicates, unless the component is one the network
+    sees two or more distinct shapes inside, scored ``parts_min`` or more, and did not split: those
+    shapes stay, with the leftovers (a shape that touches a smaller one can match their joint
+    component). ``confident`` was chosen on synthetic validation images (shapes AP 0.883 at 0.7, 0.884
+    at 0.6, 0.870 at 0.5, 0.826 at 0.4), and so were ``whole`` and ``parts_min`` (see :mod:`settings`).
     """
     from .baseline import classical_shapes
     comps = [c["bbox"] for c in classical_shapes(gray)]
@@ -186,10 +184,9 @@ def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whol
             out.append(Detection(box, 0.25, "shape"))
         else:
             out.append(Detection(box, 0.5 + 0.5 * max((model_shapes[k].score for k in matched), default=0.0), "shape"))
-            kept = [(k, d) for k, d in parts if d.score >= parts_min]
-            if len(kept) >= 2:
-                out.extend(Detection(d.bbox, parts_rank * d.score, "shape") for _, d in kept)
-                used.update(k for k, _ in kept)
+            kept = {k for k, d in parts if d.score >= parts_min}
+            if len(kept) >= 2:      # shapes inside it, not duplicates of it: they stay, with the leftovers
+                matched = [k for k in matched if k not in kept]
         used.update(matched)
     out.extend(Detection(d.bbox, d.score * 0.25, "shape") for k, d in enumerate(model_shapes) if k not in used)
     return out

@@ -28,14 +28,14 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   this score. Chosen on the 400 synthetic validation images with two models' outputs (8 and 5
   epochs; shapes AP 0.8882 -> 0.8891 and 0.8764 -> 0.8791 at 0.45 to 0.55, 0.8891 and 0.8757 at 0.6),
   then checked on the real set: 0.9898 -> 0.9923 and 0.9842 -> 0.9883.
-  ``HYBRID_PARTS_MIN``, ``HYBRID_PARTS_RANK``: where a component is not split, the network's
-  distinct shapes inside it scored at least ``HYBRID_PARTS_MIN`` are kept with their score times
-  ``HYBRID_PARTS_RANK``: below every component (0.5 to 1), above the network's other boxes (x 0.25),
-  so that shapes that touch but did not convince the split are still found before the leftovers.
-  Chosen on the 400 synthetic validation images with two models' outputs (shapes AP 0.8891 -> 0.8957
-  and 0.8791 -> 0.8839; on the 63 images whose shapes touch 0.413 -> 0.447 and 0.383 -> 0.410; the
-  minimum at 0.1 to 0.5 and the rank at 0.4 to 0.75 all within 0.002 of the best), then checked on
-  the real set: 0.9922 -> 0.9953 (bd 0.9912 -> 0.9945) and 0.9883 -> 0.9895.
+  ``HYBRID_PARTS_MIN``: the network's boxes that match a component (IoU >= 0.5) are dropped as
+  duplicates of it, except where the network sees two or more distinct shapes inside the component
+  scored at least this and did not split it: those stay, below every component (score x 0.25, with
+  the network's other leftovers), since a shape that touches a smaller one can match their joint
+  component. Chosen on the 400 synthetic validation images with two models' outputs (shapes AP
+  0.8891 -> 0.8962 and 0.8791 -> 0.8852; on the 63 images whose shapes touch 0.413 -> 0.441 and
+  0.383 -> 0.410; 0.2 and 0.4 within 0.003 of 0.3), then checked on the real set: 0.9923 -> 0.9950
+  (bd 0.9912 -> 0.9941) and 0.9883 -> 0.9895.
 * ``STAMP_VOTE_DETECTOR_WEIGHT``: in the stamp vote (``stamps``), the weight of the detector's own
   normalised stamp-style scores against the patch classifier's mean vote (on 400 synthetic ring-stamp
   images at 512 px, style 89.72, 89.81, 90.18, 89.89 and 88.39% at 0.25, 0.5, 1, 2 and 4).
@@ -67,8 +67,7 @@ INFERENCE_AMP = True      # inference under bf16 autocast where the device has f
 FUSE_IOU = 0.75           # detections of the views overlapping more than this are one object
 HYBRID_CONFIDENT = 0.6
 HYBRID_WHOLE = 0.5        # ... but not where the network scores the whole component this high
-HYBRID_PARTS_MIN = 0.3    # an unsplit component keeps the network's distinct shapes in it from this score
-HYBRID_PARTS_RANK = 0.5   # ... at this times their score (below every component, above the leftovers)
+HYBRID_PARTS_MIN = 0.3    # an unsplit component keeps the network's distinct shapes inside it from this score
 STROKE_SNAP_INSIDE = 4    # a stroke box's edge meets ink in the 4 pixel lines inside it (moving at most 3 px in)
 STROKE_SNAP_OUTSIDE = 1   # ... or in the 1 line outside it
 STAMP_VOTE_DETECTOR_WEIGHT = 1.0

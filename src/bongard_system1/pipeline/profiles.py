@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN,
-                        HYBRID_PARTS_RANK, HYBRID_WHOLE, INFERENCE_AMP, MIN_STAMP_IMAGES, STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT, STAMP_VOTE_LINE_DISTANCE,
-                        STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN, STAMP_VOTE_RULES, STAMP_VOTE_VERSION,
+from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE,
+                        INFERENCE_AMP, MIN_STAMP_IMAGES, STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT,
+                        STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN, STAMP_VOTE_RULES, STAMP_VOTE_VERSION,
                         STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_VIEWS, default_test_size)
 
 DEFAULT_PROFILE = "quick"
@@ -138,7 +138,7 @@ def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> 
            "inference_amp": INFERENCE_AMP,
            "stroke_snap": [STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE],
            "hybrid_confident": HYBRID_CONFIDENT, "hybrid_whole": HYBRID_WHOLE,
-           "hybrid_parts": [HYBRID_PARTS_MIN, HYBRID_PARTS_RANK],
+           "hybrid_parts_min": HYBRID_PARTS_MIN,
            "stamp_vote_detector_weight": STAMP_VOTE_DETECTOR_WEIGHT,
            "stamp_vote_line_holes": STAMP_VOTE_LINE_HOLES, "stamp_vote_line_distance": STAMP_VOTE_LINE_DISTANCE,
            "stamp_vote_line_span": STAMP_VOTE_LINE_SPAN,
