@@ -133,8 +133,9 @@ def score_synthetic(system, data_dir, max_images=400):
         unsnapped += _as_results(shape_sets["hybrid"] + st["unsnapped"], im["id"])
         for mode, found in shape_sets.items():
             shapes[mode] += _as_results(found, im["id"])
-        baseline += [dict(d, image_id=im["id"]) for d in base.detect(gray)]
-        if unseparated_shapes(gray, shape_boxes.get(im["id"], [])):
+        comps = base.detect(gray)
+        baseline += [dict(d, image_id=im["id"]) for d in comps]
+        if unseparated_shapes(gray, shape_boxes.get(im["id"], []), components=comps):
             touching.add(im["id"])
     all_m = coco_metrics(gt, map_categories(dets, gt), per_type=False)
     without = coco_metrics(gt, map_categories(plain, gt), per_type=False)

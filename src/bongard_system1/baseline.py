@@ -55,13 +55,14 @@ def classical_shapes(gray: np.ndarray, *, dilate: int = DILATE, min_pixels: int 
     return out
 
 
-def unseparated_shapes(gray: np.ndarray, shape_boxes, *, iou: float = 0.9) -> list[int]:
+def unseparated_shapes(gray: np.ndarray, shape_boxes, *, iou: float = 0.9, components=None) -> list[int]:
     """Indices of the given shapes (``[x, y, w, h]`` boxes, the ground truth) that no ink component
     of :func:`classical_shapes` boxes on its own (none at IoU >= ``iou`` with the shape's box). Every
     Bongard-LOGO shape is one connected stroke, so these are the shapes that touch or cross another
-    one: where the baseline cannot tell shapes apart and a learned detector must."""
+    one: where the baseline cannot tell shapes apart and a learned detector must. ``components``:
+    :func:`classical_shapes` of ``gray``, when the caller has them already."""
     from .boxes import iou_xywh
-    comps = [c["bbox"] for c in classical_shapes(gray)]
+    comps = [c["bbox"] for c in (classical_shapes(gray) if components is None else components)]
     return [i for i, b in enumerate(shape_boxes) if max((iou_xywh(b, c) for c in comps), default=0.0) < iou]
 
 
