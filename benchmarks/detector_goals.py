@@ -7,8 +7,9 @@ inference time for ResNet-18 and ResNet-50.
 
 The network runs once per image (on each of its test-time views); the three ways shape boxes meet the
 ink (model, snap, hybrid; see ``bongard_system1.predict``) are scored from the same outputs, strokes with
-and without their snap to the ink, and real strokes also from the first view alone (what ``--views 1``
-gives), side by side.
+and without the stroke rescorer, with and without their snap to the ink (unsnapped strokes are not
+rescored: the rescorer reads snapped ones), and real strokes also from the first view alone (what
+``--views 1`` gives; the rescorer, trained on four views, is left out there), side by side.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from bongard_system1.baseline import ClassicalBaseline, unseparated_shapes
 from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
 from bongard_system1.model import ModelConfig, build_model
 from bongard_system1.precision import autocast, autocast_dtype
-from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes, refine_strokes
+from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes
 from bongard_system1.settings import MAX_VIEWS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,31 +45,39 @@ def _get(d, path):
 
 
 def detect_variants(system, gray, one_view=False):
-    """From one network pass: shapes three ways; strokes with the stamp vote, snapped to the ink (what
-    ``detect`` gives) and not (``unsnapped``), and snapped without the vote (``plain``); the seconds
-    that pass and the post-processing took (what ``detect`` costs); with ``one_view``, also the
-    strokes (vote, snapped) from the first view's outputs alone. ``system`` has shape and stroke mode
-    ``model``: the network's boxes, refined here."""
+    """From one network pass: shapes three ways; strokes with the stamp vote, snapped to the ink and
+    rescored (what ``detect`` gives), not rescored (``unrescored``), neither snapped nor rescored
+    (``unsnapped``), and snapped and rescored without the vote (``plain``); the seconds that pass and
+    the post-processing took (what ``detect`` costs); with ``one_view``, also the strokes (vote,
+    snapped, no rescorer) from the first view's outputs alone. ``system`` has shape mode ``model``
+    (the network's boxes, refined here) and stroke mode ``snap``."""
     def strokes_of(dets):
         return [d for d in dets if d.category != "shape"]
 
     t = time.perf_counter()
     out = system.network_outputs([gray])[0]
     raw = system.postprocess(gray, out)
-    strokes = refine_strokes(gray, strokes_of(raw), "snap")
+    strokes = strokes_of(raw)
     seconds = time.perf_counter() - t
     shapes = [d for d in raw if d.category == "shape"]
-    plain = refine_strokes(gray, strokes_of(system.postprocess(gray, out, stamp_vote=False)), "snap")
+    unrescored = strokes_of(system.postprocess(gray, out, rescore=False))
+    plain = strokes_of(system.postprocess(gray, out, stamp_vote=False))
     single = None
+    mode, system.stroke_mode = system.stroke_mode, "model"      # the rescorer is skipped for unsnapped boxes
+    try:
+        unsnapped = strokes_of(system.postprocess(gray, out))
+    finally:
+        system.stroke_mode = mode
     if one_view:
         first = {k: v[out["views"] == 0] for k, v in out.items()}
         views, system.views = system.views, 1
         try:
-            single = refine_strokes(gray, strokes_of(system.postprocess(gray, first)), "snap")
+            single = strokes_of(system.postprocess(gray, first))
         finally:
             system.views = views
     return ({mode: refine_shapes(gray, shapes, mode) for mode in SHAPE_MODES},
-            {"strokes": strokes, "unsnapped": strokes_of(raw), "plain": plain, "single": single}, seconds)
+            {"strokes": strokes, "unrescored": unrescored, "unsnapped": unsnapped, "plain": plain,
+             "single": single}, seconds)
 
 
 def _as_results(dets, image_id):
@@ -80,7 +89,7 @@ def score_real(system, real_dir, progress=True):
     strokes_gt = load_coco(os.path.join(real_dir, "strokes_coco.json"))
     base = ClassicalBaseline()
     variants = {"model": [], "snap": [], "hybrid": []}
-    strokes = {"strokes": [], "unsnapped": [], "plain": [], "single": []}
+    strokes = {"strokes": [], "unrescored": [], "unsnapped": [], "plain": [], "single": []}
     baseline = []
     t_model = 0.0
     for k, im in enumerate(shapes_gt["images"]):
@@ -96,6 +105,7 @@ def score_real(system, real_dir, progress=True):
             print(f"  real image {k}/{len(shapes_gt['images'])}", file=sys.stderr)
     out = {"real_shapes": {n: coco_metrics(shapes_gt, map_categories(v, shapes_gt)) for n, v in variants.items()},
            "real_strokes": coco_metrics(strokes_gt, map_categories(strokes["strokes"], strokes_gt)),
+           "real_strokes_without_rescorer": coco_metrics(strokes_gt, map_categories(strokes["unrescored"], strokes_gt)),
            "real_strokes_unsnapped": coco_metrics(strokes_gt, map_categories(strokes["unsnapped"], strokes_gt)),
            "real_strokes_without_stamp_vote": coco_metrics(strokes_gt, map_categories(strokes["plain"], strokes_gt)),
            "real_strokes_first_view_only": coco_metrics(strokes_gt, map_categories(strokes["single"], strokes_gt)),
@@ -123,7 +133,7 @@ def score_synthetic(system, data_dir, max_images=400):
         if a["category_id"] == shape_id:
             shape_boxes.setdefault(a["image_id"], []).append(a["bbox"])
     base = ClassicalBaseline()
-    dets, plain, unsnapped, baseline, touching = [], [], [], [], set()
+    dets, plain, unsnapped, unrescored, baseline, touching = [], [], [], [], [], set()
     shapes = {mode: [] for mode in SHAPE_MODES}
     for im in gt["images"]:
         gray = cv2.imread(os.path.join(data_dir, im["file_name"]), cv2.IMREAD_GRAYSCALE)
@@ -131,6 +141,7 @@ def score_synthetic(system, data_dir, max_images=400):
         dets += _as_results(shape_sets["hybrid"] + st["strokes"], im["id"])
         plain += _as_results(shape_sets["hybrid"] + st["plain"], im["id"])
         unsnapped += _as_results(shape_sets["hybrid"] + st["unsnapped"], im["id"])
+        unrescored += _as_results(shape_sets["hybrid"] + st["unrescored"], im["id"])
         for mode, found in shape_sets.items():
             shapes[mode] += _as_results(found, im["id"])
         comps = base.detect(gray)
@@ -146,6 +157,7 @@ def score_synthetic(system, data_dir, max_images=400):
             mode: coco_metrics(sub, map_categories([d for d in found if d["image_id"] in ids], sub), per_type=False)
             for mode, found in (("baseline", baseline), *shapes.items())}}
     return {"synthetic_all": all_m,
+            "synthetic_all_without_rescorer": coco_metrics(gt, map_categories(unrescored, gt), per_type=False),
             "synthetic_all_strokes_unsnapped": coco_metrics(gt, map_categories(unsnapped, gt), per_type=False),
             "synthetic_style_accuracy": {"with_stamp_vote": all_m.get("style_accuracy"),
                                          "without": without.get("style_accuracy")},
@@ -191,10 +203,10 @@ def main():
                     help="where the model runs (the CPU inference timings are taken only with cpu)")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    system = System1.load(a.run, device=a.device, shape_mode="model", stroke_mode="model", test_size=a.test_size,
+    system = System1.load(a.run, device=a.device, shape_mode="model", stroke_mode="snap", test_size=a.test_size,
                           views=a.views, amp=not a.fp32)
     res = {"run": os.path.abspath(a.run), "model_config": system.config, "test_size": system.test_size, "views": system.views,
-           "stamp_vote": system.stamp_vote is not None,
+           "stamp_vote": system.stamp_vote is not None, "rescorer": system.rescorer is not None,
            "precision": system.precision}
     res.update(score_real(system, a.real))
     res.update(score_synthetic(system, a.data))
@@ -227,14 +239,20 @@ def main():
         print(f"| {t} | {m['AP']:.3f} | {m['AP50']:.3f} | {m['AP75']:.3f} | {'-' if sa is None else f'{sa:.3f}'}"
               f" (without the stamp vote {'-' if sp is None else f'{sp:.3f}'}) |")
     for t in ["all"] + sorted(res["real_strokes"].get("per_type", {})):
-        m, u = res["real_strokes"], res["real_strokes_unsnapped"]
+        m, u = res["real_strokes_without_rescorer"], res["real_strokes_unsnapped"]
         m, u = (m, u) if t == "all" else (m["per_type"][t], u["per_type"][t])
-        print(f"strokes {t}: AP / AP50 / AP75 snapped to the ink {m['AP']:.3f} / {m['AP50']:.3f} / {m['AP75']:.3f}, "
+        print(f"strokes {t} (no rescorer): AP / AP50 / AP75 snapped to the ink {m['AP']:.3f} / {m['AP50']:.3f} / {m['AP75']:.3f}, "
               f"as the network gives them {u['AP']:.3f} / {u['AP50']:.3f} / {u['AP75']:.3f}")
+    for t in ["all"] + sorted(res["real_strokes"].get("per_type", {})):
+        m, u = res["real_strokes"], res["real_strokes_without_rescorer"]
+        m, u = (m, u) if t == "all" else (m["per_type"][t], u["per_type"][t])
+        print(f"strokes {t}: AP / AP50 / AP75 rescored {m['AP']:.3f} / {m['AP50']:.3f} / {m['AP75']:.3f}, "
+              f"without the rescorer {u['AP']:.3f} / {u['AP50']:.3f} / {u['AP75']:.3f}")
     m = res["real_strokes_first_view_only"]
     print(f"first view only: AP {m['AP']:.3f} AP50 {m['AP50']:.3f} AP75 {m['AP75']:.3f} style {m['style_accuracy']:.3f}; "
           + ", ".join(f"{t} {v['AP']:.3f}/{v['AP50']:.3f}" for t, v in sorted(m.get("per_type", {}).items())))
-    for label, s in (("", res["synthetic_all"]), (", strokes unsnapped", res["synthetic_all_strokes_unsnapped"])):
+    for label, s in (("", res["synthetic_all"]), (", without the rescorer", res["synthetic_all_without_rescorer"]),
+                     (", strokes unsnapped, without the rescorer", res["synthetic_all_strokes_unsnapped"])):
         print(f"\nsynthetic val (all categories{label}): AP {s['AP']:.3f} AP50 {s['AP50']:.3f}; per category "
               + ", ".join(f"{k} {v['AP']:.3f}" for k, v in s.get("per_category", {}).items()))
     print("\n| synthetic val shapes, AP / AP50 | images | baseline | model | snap | hybrid |\n|---|---|---|---|---|---|")
@@ -245,7 +263,7 @@ def main():
     print("synthetic val stroke style accuracy, with / without the stamp vote (the vote reads holes at 512 px:",
           "it means little on a dataset drawn smaller with band stamps):", res["synthetic_style_accuracy"])
     print("CPU inference ms per 512 px image (network, one view, fp32 / bf16 autocast):", res["cpu_inference_ms_512px"])
-    print(f"ms per real image, {system.views} view(s), {res['precision']}, network + fusion + vote + stroke snap:",
+    print(f"ms per real image, {system.views} view(s), {res['precision']}, network + fusion + vote + stroke snap + rescorer:",
           res["real_ms_per_image"])
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

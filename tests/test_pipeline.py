@@ -62,12 +62,13 @@ def fakes(monkeypatch):
 
     def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                        image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
-                       restart=False, progress=True, stamp_images=0, early_scale=0.75):
+                       restart=False, progress=True, stamp_images=0, early_scale=0.75, rescore_images=0):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         resumed = (out / "last.pt").exists()
         state["train"].append({"out": str(out), "resumed": resumed, "epochs": epochs, "data": str(data_dir),
-                               "stamp_images": stamp_images, "early_scale": early_scale})
+                               "stamp_images": stamp_images, "early_scale": early_scale,
+                               "rescore_images": rescore_images})
         (out / "last.pt").write_bytes(b"LAST")
         if "train" in state["fail"]:
             raise Killed()
@@ -226,17 +227,23 @@ def test_the_early_scale_flag_reaches_the_trainer_and_retrains(fakes, tmp_path, 
     assert fakes["train"][-1]["early_scale"] == 1.0
 
 
-def test_a_changed_stamp_vote_is_trained_in_place_without_a_new_detector(fakes, tmp_path, capsys):
+def test_a_changed_stamp_vote_or_rescorer_is_trained_in_place_without_a_new_detector(fakes, tmp_path, capsys):
     wd = tmp_path / "wd"
     run(wd)
     capsys.readouterr()
     assert run(wd, "--stamp_images", "0") == 0
     out = capsys.readouterr().out
     assert "[training] running: config changed: stamp_images 60 -> 0" in out
-    assert "only its stamp vote is trained" in out and ran_stages(out) == ["training", "evaluation"]
+    assert "only its stamp vote and stroke rescorer are trained" in out and ran_stages(out) == ["training", "evaluation"]
     # the finished run folder itself, not a fresh staging folder
     assert fakes["train"][-1]["out"].endswith("runs/smoke") and fakes["train"][-1]["stamp_images"] == 0
     assert not (wd / "runs" / "smoke.new").exists()
+    # so does the rescorer
+    assert run(wd, "--stamp_images", "0", "--rescore_images", "0") == 0
+    out = capsys.readouterr().out
+    assert "config changed: rescore_images 6 -> (unset), rescorer_version 1 -> (unset)" in out
+    assert "only its stamp vote and stroke rescorer are trained" in out and fakes["train"][-1]["rescore_images"] == 0
+    assert fakes["train"][-1]["out"].endswith("runs/smoke")
     # a vote from too few images is refused before any stage runs
     assert run(wd, "--stamp_images", "10") == 2
     assert "at least 50" in capsys.readouterr().err

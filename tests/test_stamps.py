@@ -210,7 +210,7 @@ def tiny_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("stamps") / "ds"
     generate_dataset(data, 24, 128, seed=2, workers=1, val_fraction=0.25, max_shapes=2, progress=False, quiet=True)
     run = data.parent / "run"
-    res = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60)
+    res = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60, rescore_images=0)
     return data, run, res
 
 
@@ -247,13 +247,13 @@ def test_the_vote_travels_in_the_checkpoint_and_can_be_left_out(tiny_run):
     assert System1.load(run, device="cpu", stamp_vote=False).stamp_vote is None
     # the same command again keeps it; 0 images takes it out, without touching the detector
     before = (run / "best.pt").stat().st_mtime_ns
-    again = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60)
+    again = train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=60, rescore_images=0)
     assert again["stamp_vote"]["metrics"] == res["stamp_vote"]["metrics"]
     assert (run / "best.pt").stat().st_mtime_ns == before
     weights = torch.load(run / "best.pt", weights_only=True)["model"]
-    train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=0)
+    train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=0, rescore_images=0)
     assert System1.load(run, device="cpu").stamp_vote is None
     after = torch.load(run / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[k], after[k]) for k in weights)
     with pytest.raises(System1Error, match="at least 50"):
-        train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=10)
+        train_detector(data, run, epochs=1, batch_size=4, image_size=128, progress=False, stamp_images=10, rescore_images=0)

@@ -21,7 +21,7 @@ from bongard_system1.train import train_detector
 
 from .conftest import run_cli
 
-TINY = dict(epochs=2, batch_size=4, image_size=128, progress=False, stamp_images=0)
+TINY = dict(epochs=2, batch_size=4, image_size=128, progress=False, stamp_images=0, rescore_images=0)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_changed_config_is_refused_with_the_keys_that_differ(run, data):
     with pytest.raises(System1Error, match=r"epochs: 2 -> 3"):
         train_detector(data, out, **dict(TINY, epochs=3))
     proc = run_cli("train", "--data", data, "--out", out, "--epochs", 2, "--batch-size", 4, "--image-size", 160,
-                   "--stamp-images", 0)
+                   "--stamp-images", 0, "--rescore-images", 0)
     assert proc.returncode == 2 and "image_size: 128 -> 160" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -116,7 +116,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
     data_bytes = (out / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(data_bytes[: len(data_bytes) // 3])          # truncated
     proc = run_cli("train", "--data", data, "--out", out, "--epochs", 2, "--batch-size", 4, "--image-size", 128,
-                   "--no-progress", "--stamp-images", 0)
+                   "--no-progress", "--stamp-images", 0, "--rescore-images", 0)
     assert proc.returncode == 0, proc.stderr
     assert "corrupt" in proc.stderr and "resuming" in proc.stderr and "after epoch 1" in proc.stderr
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
@@ -126,7 +126,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
 def _train_cmd(data, out, epochs):
     return [sys.executable, "-m", "bongard_system1", "train", "--data", str(data), "--out", str(out),
             "--epochs", str(epochs), "--batch-size", "4", "--image-size", "128", "--no-progress", "--seed", "1",
-            "--stamp-images", "0"]
+            "--stamp-images", "0", "--rescore-images", "0"]
 
 
 def test_sigkill_then_rerun_resumes_and_ends_like_an_uninterrupted_run(data, tmp_path):
@@ -274,13 +274,13 @@ def test_a_time_budget_cuts_the_planned_epochs_and_resume_keeps_the_plan(data, t
     out = tmp_path / "tb"
     # a budget far below one epoch of 30 training images at 128 px still trains one epoch
     res = train_detector(data, out, epochs=50, batch_size=4, image_size=128, progress=False, time_budget=0.001,
-                          stamp_images=0)
+                          stamp_images=0, rescore_images=0)
     err = capsys.readouterr().err
     assert "time budget 0.001 min" in err and "so 1 of 50 epochs" in err
     assert res["planned_epochs"] == 1 and res["epochs_done"] == 1
     # the same command again: finished, the plan comes from the checkpoint, no new epoch
     again = train_detector(data, out, epochs=50, batch_size=4, image_size=128, progress=False, time_budget=0.001,
-                          stamp_images=0)
+                          stamp_images=0, rescore_images=0)
     assert again["planned_epochs"] == 1 and len(again["history"]) == 1
 
 

@@ -23,6 +23,8 @@ from .settings import MAX_VIEWS, TEST_VIEWS
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline); several sizes, comma-separated (e.g. 480,416), "
                    "are all seen and their views fused, for a little more AP at more time")
+_NO_RESCORE_HELP = ("keep the detector's fused stroke scores (skip the stroke rescorer stored with the model; "
+                    "it is skipped anyway with views, test sizes or a stroke mode it was not trained for)")
 _NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp vote stored with the model)"
 _VIEWS_HELP = (f"views of each image the network sees, 1 to {MAX_VIEWS}: the image, mirrored left-right, mirrored top-bottom, "
                f"transposed, then its other symmetries (rotations, the other diagonal); their detections are fused "
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--time-budget", type=float, default=None, help="minutes; epochs shrink to fit")
     t.add_argument("--stamp-images", type=_non_negative_int, default=3000, metavar="N",
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
+    t.add_argument("--rescore-images", type=_non_negative_int, default=800, metavar="N",
+                   help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
     t.add_argument("--restart", action="store_true", help="start over even if RUN_DIR holds another config")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler="bongard_system1.train:cli_train")
@@ -99,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     e.add_argument("--test-size", type=test_sizes_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     e.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
+    e.add_argument("--no-rescore", action="store_true", help=_NO_RESCORE_HELP)
     e.add_argument("--views", type=int, choices=range(1, MAX_VIEWS + 1), default=None, metavar="N", help=_VIEWS_HELP)
     e.add_argument("--fp32", action="store_true", help=_FP32_HELP)
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
@@ -117,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     r.add_argument("--test-size", type=test_sizes_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
     r.add_argument("--no-stamp-vote", action="store_true", help=_NO_VOTE_HELP)
+    r.add_argument("--no-rescore", action="store_true", help=_NO_RESCORE_HELP)
     r.add_argument("--views", type=int, choices=range(1, MAX_VIEWS + 1), default=None, metavar="N", help=_VIEWS_HELP)
     r.add_argument("--fp32", action="store_true", help=_FP32_HELP)
     r.set_defaults(handler="bongard_system1.predict:cli_predict")

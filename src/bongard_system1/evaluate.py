@@ -353,17 +353,18 @@ class CachedDetector:
 
 
 def _detector(model, device="auto", shape_mode="hybrid", test_size=None, stamp_vote=True, views=None, amp=True,
-              stroke_mode="snap"):
+              stroke_mode="snap", rescore=True):
     if model == "baseline":
         from .baseline import ClassicalBaseline
         return ClassicalBaseline()
     from .predict import System1
     return System1.load(model, device=device, shape_mode=shape_mode, test_size=test_size, stamp_vote=stamp_vote,
-                        views=views, amp=amp, stroke_mode=stroke_mode)
+                        views=views, amp=amp, stroke_mode=stroke_mode, rescore=rescore)
 
 
 def evaluate_model(model_path, coco_path, images_root=None, device="auto", progress=True, shape_mode="hybrid",
-                   detector=None, test_size=None, stamp_vote=True, views=None, amp=True, stroke_mode="snap") -> dict:
+                   detector=None, test_size=None, stamp_vote=True, views=None, amp=True, stroke_mode="snap",
+                   rescore=True) -> dict:
     """COCO metrics of a trained model (a .pt file, a run folder, or ``"baseline"``) on a COCO file.
 
     A synthetic dataset file (image records with ``split``) is scored on its val split only.
@@ -371,7 +372,7 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
     gt = load_coco(coco_path)
     split = "val" if any(im.get("split") == "val" for im in gt["images"]) else None
     det = detector if detector is not None else _detector(model_path, device, shape_mode, test_size, stamp_vote,
-                                                           views, amp, stroke_mode)
+                                                           views, amp, stroke_mode, rescore)
 
     def predict_fn(gray):
         return [d if isinstance(d, dict) else d.to_dict() for d in det.detect(gray)]
@@ -392,6 +393,8 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
         metrics["stroke_mode"] = det.stroke_mode
     if hasattr(det, "stamp_vote"):
         metrics["stamp_vote"] = det.stamp_vote is not None
+    if hasattr(det, "rescorer"):
+        metrics["rescorer"] = det.rescorer is not None
     if hasattr(det, "precision"):
         metrics["precision"] = det.precision
     return metrics
@@ -400,7 +403,7 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
 def cli_evaluate(args):
     m = evaluate_model(args.model, args.coco, args.images_root, device=args.device, shape_mode=args.shape_mode,
                        test_size=args.test_size, stamp_vote=not args.no_stamp_vote, views=args.views,
-                       amp=not args.fp32, stroke_mode=args.stroke_mode)
+                       amp=not args.fp32, stroke_mode=args.stroke_mode, rescore=not args.no_rescore)
     write_json_atomic(args.out, m)
     line = f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  AR100 {m['AR100']:.3f}"
     if m.get("style_accuracy") is not None:

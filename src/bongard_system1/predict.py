@@ -34,6 +34,7 @@ from .precision import autocast, autocast_dtype
 from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE,
                        MAX_TEST_SIZES, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
                        default_test_size)
+from .rescore import RESCORE_MIN_SCORE, stroke_features
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
@@ -234,7 +235,7 @@ class System1:
 
     def __init__(self, model, model_config: dict, names: list[str], device="cpu", shape_mode="hybrid",
                  test_size: int | tuple[int, ...] | None = None, stamp_vote=None, views: int = 1,
-                 amp: bool = True, stroke_mode: str = "snap"):
+                 amp: bool = True, stroke_mode: str = "snap", rescorer=None):
         """``test_size``: the size images are resized to for the network (None: the training size, as
         in validation during training), or several sizes (a tuple): the views at every size are fused
         as one set of views. It is set on ``model.transform``, so it holds for every user of that model
@@ -242,7 +243,9 @@ class System1:
         :class:`stamps.StampVote` or None. ``views``: how many views of each image the network sees
         (1 to 8, see :mod:`views`). ``amp``: run the network under autocast where the device has fast
         bf16 or fp16 (:func:`precision.autocast_dtype`: CUDA, and CPUs with AMX or AVX-512 BF16); False: fp32.
-        ``stroke_mode``: ``snap`` (stroke boxes meet the ink) or ``model`` (as the network gives them)."""
+        ``stroke_mode``: ``snap`` (stroke boxes meet the ink) or ``model`` (as the network gives them).
+        ``rescorer``: a :class:`rescore.Rescorer` or None; it is used only if it was trained for these
+        views, test sizes and stroke mode (``self.rescorer`` is None otherwise)."""
         if shape_mode not in SHAPE_MODES:
             raise System1Error(f"unknown shape mode {shape_mode!r} (expected one of {', '.join(SHAPE_MODES)})")
         if stroke_mode not in STROKE_MODES:
@@ -267,6 +270,7 @@ class System1:
         self.stamp_vote = stamp_vote
         self.device_type = str(device).split(":")[0]          # "cpu" or "cuda", as autocast wants it
         self.amp_dtype = autocast_dtype(self.device_type) if amp else None
+        self.rescorer = rescorer if rescorer is not None and rescorer.matches(self) else None
 
     @staticmethod
     def _set_size(model, size):
@@ -276,10 +280,11 @@ class System1:
     @classmethod
     def load(cls, path, device="auto", shape_mode="hybrid", test_size: int | tuple[int, ...] | None = None,
              stamp_vote: bool = True, views: int | None = None, amp: bool = True,
-             stroke_mode: str = "snap") -> "System1":
+             stroke_mode: str = "snap", rescore: bool = True) -> "System1":
         """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
         ``stamp_vote``: use the stamp vote the checkpoint carries (if any); ``views`` None means
-        ``settings.TEST_VIEWS``."""
+        ``settings.TEST_VIEWS``; ``rescore``: use the stroke rescorer the checkpoint carries (if any, and
+        if it was trained for these settings)."""
         from .train import load_checkpoint_model, resolve_device
         dev = resolve_device(device)
         path = resolve_model_path(path)
@@ -292,8 +297,15 @@ class System1:
                 vote = StampVote(ckpt["stamp_vote"]["state_dict"], dev)
             except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
                 raise System1Error(f"{path}: its stamp vote does not load ({str(exc).splitlines()[0]})")
+        rescorer = None
+        if rescore and ckpt.get("rescorer") is not None:
+            from .rescore import Rescorer
+            try:
+                rescorer = Rescorer(ckpt["rescorer"])
+            except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as exc:
+                raise System1Error(f"{path}: its stroke rescorer does not load ({str(exc).splitlines()[0]})")
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote,
-                   TEST_VIEWS if views is None else views, amp, stroke_mode)
+                   TEST_VIEWS if views is None else views, amp, stroke_mode, rescorer)
 
     @property
     def precision(self) -> str:
@@ -334,34 +346,55 @@ class System1:
                                              for v, o in enumerate(per_view)])})
         return outs
 
-    def postprocess(self, gray, out, score_threshold=0.05, stamp_vote=True) -> list[Detection]:
+    def postprocess(self, gray, out, score_threshold=0.05, stamp_vote=True, rescore=True) -> list[Detection]:
         """Detections from one image's :meth:`network_outputs`: the views fused and strokes merged across
         styles, the stamp vote (if the model has one and ``stamp_vote``), stroke and shape boxes made to
-        meet the ink (as ``stroke_mode`` and ``shape_mode`` say)."""
+        meet the ink (as ``stroke_mode`` and ``shape_mode`` say), then the strokes rescored (if the model
+        has a rescorer that matches how this system runs, and ``rescore``): the fused strokes scored
+        ``rescore.RESCORE_MIN_SCORE`` (0.05) or more get new scores from 0.05 to 1 in the rescorer's
+        order, and ``score_threshold`` applies to the new scores."""
         import torch
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
         # outputs without view indices (a plain torchvision model's) are one view
         all_views = out.get("views", torch.zeros(len(all_scores), dtype=torch.int64))
-        n_views = self.views * len(self.test_sizes) if "views" in out else 1
+        n_views = self.n_views if "views" in out else 1
+        rescorer = self.rescorer if rescore and self.rescorer is not None and "views" in out else None
+        if rescorer is not None and not rescorer.matches(self):    # views or modes changed since loading
+            rescorer = None
+        stroke_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
         all_names = [self.names[int(l) - 1] for l in all_labels]
         group_of = {"shape": 0, "line": 1, "arc": 2}
         groups = torch.tensor([group_of[n.split("/")[0]] for n in all_names], dtype=torch.int64)
         boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, n_views, FUSE_IOU)
-        keep = torch.nonzero(scores >= score_threshold).flatten()
+        keep = torch.nonzero(scores >= min(score_threshold, stroke_threshold)).flatten()
         names = [self.names[int(l) - 1] for l in labels]
         cats = [n.split("/")[0] for n in names]
         dets, shapes = [], []
         for i in keep.tolist():
+            if float(scores[i]) < (score_threshold if cats[i] == "shape" else stroke_threshold):
+                continue
             b = boxes[i].tolist()
             style = names[i].split("/")[1] if "/" in names[i] else None
             d = Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], float(scores[i]), cats[i], style)
             (shapes if cats[i] == "shape" else dets).append(d)
         if stamp_vote and self.stamp_vote is not None and dets:
-            strokes = [i for i in keep.tolist() if cats[i] != "shape"]
+            strokes = [i for i in keep.tolist() if cats[i] != "shape" and float(scores[i]) >= stroke_threshold]
             scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
                                           all_views.numpy(), n_views)
             self.stamp_vote.restyle(gray, dets, scores_at)
-        return refine_shapes(gray, shapes, self.shape_mode) + refine_strokes(gray, dets, self.stroke_mode)
+        network_shapes, shapes = shapes, refine_shapes(gray, shapes, self.shape_mode)
+        strokes = refine_strokes(gray, dets, self.stroke_mode)
+        if rescorer is not None and strokes:
+            new = rescorer.scores(stroke_features(gray, strokes, network_shapes, out, self.names, n_views))
+            for d, sc in zip(strokes, new.tolist()):     # from RESCORE_MIN_SCORE to 1, as the rescorer ranks them
+                d.score = RESCORE_MIN_SCORE + (1.0 - RESCORE_MIN_SCORE) * float(sc)
+            strokes = sorted((d for d in strokes if d.score >= score_threshold), key=lambda d: -d.score)
+        return shapes + strokes
+
+    @property
+    def n_views(self) -> int:
+        """Views the network sees of each image, at every test size together."""
+        return self.views * len(self.test_sizes)
 
     @staticmethod
     def style_scores(boxes, types, all_boxes, all_scores, all_names, all_views=None, n_views=1,
@@ -422,7 +455,8 @@ def cli_predict(args):
     else:
         detector = System1.load(args.model, device=args.device, shape_mode=args.shape_mode,
                                 test_size=args.test_size, stamp_vote=not args.no_stamp_vote,
-                                views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode)
+                                views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode,
+                                rescore=not args.no_rescore)
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)

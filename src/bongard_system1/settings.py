@@ -55,6 +55,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 * ``STAMP_VOTE_VERSION`` (in the training stage's config) and ``STAMP_VOTE_RULES`` (in the
   evaluation stage's): a change of the vote's network retrains it; a change of the rules that read
   it re-evaluates.
+* ``RESCORER_VERSION`` (in the training stage's config): the stroke rescorer's features, target or
+  network (``rescore``); a change retrains the rescorer, not the detector.
 """
 
 DATA_FORMAT_VERSION = 6
@@ -81,6 +83,8 @@ STAMP_VOTE_VERSION = 3
 # how the vote is read at inference; a change re-evaluates (2: stamped lines read along the line; 3: holes up to 150 px)
 STAMP_VOTE_RULES = 3
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
+# the stroke rescorer's features, target or network; a change retrains the rescorer (1: the first)
+RESCORER_VERSION = 1
 
 
 def default_test_size(image_size: int) -> int:

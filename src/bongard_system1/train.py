@@ -8,8 +8,9 @@ rewritten from the checkpoint's history so a resumed run never duplicates rows) 
 ends where an uninterrupted run ends: samples and augmentations are seeded per epoch and index.
 Progressive resizing: the first half of the one-cycle epochs train at ``early_scale`` times the
 image size (rounded to a multiple of 32; 320 px for 416), the rest and the SWA epochs at full size.
-After the detector, the stamp vote (:mod:`stamps`) is trained and stored in ``best.pt``; it has its
-own settings, outside the detector's config hash, so it can be added to a finished run.
+After the detector, the stamp vote (:mod:`stamps`) and then the stroke rescorer (:mod:`rescore`) are
+trained and stored in ``best.pt``; they have their own settings, outside the detector's config hash,
+so they can be added to a finished run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .io_utils import write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
-from .settings import MIN_STAMP_IMAGES, STAMP_VOTE_VERSION
+from .settings import MIN_STAMP_IMAGES, RESCORER_VERSION, STAMP_VOTE_VERSION
 
 
 @dataclass
@@ -315,9 +316,11 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
 # ---------------------------------------------------------------- the loop
 def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                    image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
-                   restart=False, progress=True, val_images=200, stamp_images=3000, early_scale=0.75) -> dict:
+                   restart=False, progress=True, val_images=200, stamp_images=3000, early_scale=0.75,
+                   rescore_images=800) -> dict:
     """Train (or resume, or confirm finished) a detector in ``out_dir``, then its stamp vote on
-    ``stamp_images`` synthetic images (0: none); returns a summary dict. ``early_scale``: the size of
+    ``stamp_images`` synthetic images (0: none) and its stroke rescorer on the detector's outputs for
+    ``rescore_images`` synthetic images (0: none); returns a summary dict. ``early_scale``: the size of
     the early epochs relative to ``image_size`` (1: every epoch at full size; see :func:`epoch_plan`)."""
     from tqdm import tqdm
     from torch.optim.swa_utils import SWALR, AveragedModel
@@ -330,6 +333,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         raise System1Error(f"stamp images must be 0 (no stamp vote) or at least {MIN_STAMP_IMAGES}, got {stamp_images}")
     if not 0.0 < float(early_scale) <= 1.0:
         raise System1Error(f"early scale must be in (0, 1], got {early_scale}")
+    if int(rescore_images) < 0:
+        raise System1Error(f"rescore images must be 0 (no rescorer) or more, got {rescore_images}")
     if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
         raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
     dev = resolve_device(device)
@@ -487,14 +492,31 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         raise System1Error(f"{out_dir}: training finished without a best.pt")
     n_stamp = int(stamp_images) if categories != "shapes" else 0     # no strokes, nothing to vote on
     stamp_vote = add_stamp_vote(os.path.join(out_dir, "best.pt"), n_stamp, cfg.seed, dev, progress)
+    n_rescore = int(rescore_images) if categories != "shapes" else 0
+    rescorer = add_rescorer(os.path.join(out_dir, "best.pt"), n_rescore, cfg.seed, dev, progress)
     best_ckpt = _try_load(os.path.join(out_dir, "best.pt")) or {}
     return {"best_checkpoint": os.path.join(out_dir, "best.pt"), "last_checkpoint": os.path.join(out_dir, "last.pt"),
             "history": history, "best_metric": best, "val_metrics": json.loads(best_ckpt.get("val_metrics", "{}")),
             "device": dev, "seconds": round(time.time() - t_run, 1), "config_hash": cfg.hash(),
-            "epochs_done": len(history), "planned_epochs": epochs, "stamp_vote": stamp_vote}
+            "epochs_done": len(history), "planned_epochs": epochs, "stamp_vote": stamp_vote, "rescorer": rescorer}
 
 
 STAMP_EPOCHS = 3
+
+
+def _second_stage(best_path, key: str, num_images: int) -> tuple[dict | None, dict | None]:
+    """The checkpoint ``best_path`` and its entry ``key`` (a stage trained after the detector, or
+    None); with ``num_images`` 0 the entry is removed (the checkpoint rewritten atomically) and
+    ``(None, None)`` returned."""
+    ckpt = _try_load(best_path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise System1Error(f"{best_path} is not a readable bongard-system1 checkpoint (truncated or corrupt?)")
+    if num_images == 0:
+        if key in ckpt:
+            ckpt.pop(key)
+            _atomic_torch_save(ckpt, best_path)
+        return None, None
+    return ckpt, ckpt.get(key) if isinstance(ckpt.get(key), dict) else None
 
 
 def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict | None:
@@ -502,16 +524,10 @@ def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict |
     unless it already holds one made with the same settings; ``num_images`` 0 removes it. Returns
     the vote's settings and metrics, or None."""
     from .stamps import train_stamp_classifier
-    ckpt = _try_load(best_path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise System1Error(f"{best_path} is not a readable bongard-system1 checkpoint (truncated or corrupt?)")
-    settings = {"images": int(num_images), "epochs": STAMP_EPOCHS, "seed": int(seed), "version": STAMP_VOTE_VERSION}
-    old = ckpt.get("stamp_vote") if isinstance(ckpt.get("stamp_vote"), dict) else None
-    if num_images == 0:
-        if "stamp_vote" in ckpt:
-            ckpt.pop("stamp_vote")
-            _atomic_torch_save(ckpt, best_path)
+    ckpt, old = _second_stage(best_path, "stamp_vote", num_images)
+    if ckpt is None:
         return None
+    settings = {"images": int(num_images), "epochs": STAMP_EPOCHS, "seed": int(seed), "version": STAMP_VOTE_VERSION}
     if old is not None and old.get("settings") == settings:
         return {"settings": settings, "metrics": old.get("metrics")}
     try:
@@ -526,12 +542,55 @@ def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict |
     return {"settings": settings, "metrics": m}
 
 
+def add_rescorer(best_path, num_images, seed, device, progress=True) -> dict | None:
+    """Train the stroke rescorer on the detector's own outputs (with its stamp vote, at the default
+    inference settings) for ``num_images`` synthetic images and store it in ``best_path`` (rewritten
+    atomically), unless it already holds one made with the same settings and the same detector; 0
+    removes it. Returns the rescorer's settings and metrics, or None."""
+    from .rescore import train_rescorer
+    ckpt, old = _second_stage(best_path, "rescorer", num_images)
+    if ckpt is None:
+        return None
+    # the detector's outputs it learns from depend on the stamp vote too (the styles do not enter
+    # its features, but a retrained detector or vote means a retrained rescorer all the same)
+    wanted = {"images": int(num_images), "seed": int(seed), "version": RESCORER_VERSION,
+              "detector": _weights_digest(ckpt)}
+    if old is not None and old.get("wanted") == wanted:
+        return {"settings": old.get("settings"), "metrics": old.get("metrics")}
+    system = System1.load(best_path, device=device, rescore=False)
+    entry = train_rescorer(system, int(num_images), int(seed), int(ckpt["model_config"]["image_size"]), progress)
+    if entry is None:       # a detector too weak to give right strokes: it goes on without a rescorer
+        print(f"stroke rescorer: not trained (the detector's strokes on {num_images} images gave too few "
+              "detections, or none right)", file=sys.stderr)
+        if ckpt.pop("rescorer", None) is not None:
+            _atomic_torch_save(ckpt, best_path)
+        return None
+    entry["wanted"] = wanted
+    ckpt["rescorer"] = entry
+    _atomic_torch_save(ckpt, best_path)
+    m = entry["metrics"]
+    print(f"stroke rescorer: {m['detections']} stroke detections ({m['matched']} right) from {num_images} images, "
+          f"{m['seconds']:.0f}s", file=sys.stderr)
+    return {"settings": entry["settings"], "metrics": m}
+
+
+def _weights_digest(ckpt: dict) -> str:
+    """A short digest of a checkpoint's detector weights and stamp vote."""
+    h = hashlib.sha256()
+    for part in (ckpt.get("model"), (ckpt.get("stamp_vote") or {}).get("state_dict")):
+        for k, v in sorted((part or {}).items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def cli_train(args):
     res = train_detector(args.data, args.out, backbone=args.backbone, categories=args.categories,
                          epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                          device=args.device, workers=args.workers, seed=args.seed, lr=args.lr,
                          time_budget=args.time_budget, restart=args.restart, progress=not args.no_progress,
-                         stamp_images=args.stamp_images, early_scale=args.early_scale)
+                         stamp_images=args.stamp_images, early_scale=args.early_scale,
+                         rescore_images=args.rescore_images)
     vm = res["val_metrics"]
     print(f"done: best val AP {res['best_metric']:.3f} (AP50 {vm.get('AP50', 0):.3f}); "
           f"best model {res['best_checkpoint']}")

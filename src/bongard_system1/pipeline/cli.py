@@ -29,7 +29,7 @@ OVERRIDE_DESTS = {"dataset_size": "dataset_size", "image_size": "image_size", "e
                   "device": "device", "workers": "workers", "seed": "seed", "lr": "lr",
                   "time_budget": "time_budget", "val_fraction": "val_fraction", "max_shapes": "max_shapes",
                   "real_max_images": "real_max_images", "stamp_images": "stamp_images",
-                  "early_scale": "early_scale"}
+                  "early_scale": "early_scale", "rescore_images": "rescore_images"}
 
 
 def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None) -> None:
@@ -61,6 +61,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                    metavar="N", help="evaluate on at most N real images (spread over the set)")
     g.add_argument("--stamp_images", "--stamp-images", dest="stamp_images", type=_non_negative_int, metavar="N",
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
+    g.add_argument("--rescore_images", "--rescore-images", dest="rescore_images", type=_non_negative_int, metavar="N",
+                   help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="loader workers (not part of any config)")

@@ -16,7 +16,7 @@ from ..errors import System1Error
 from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE,
                         INFERENCE_AMP, MIN_STAMP_IMAGES, STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT,
                         STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN, STAMP_VOTE_RULES,
-                        STAMP_VOTE_VERSION,
+                        STAMP_VOTE_VERSION, RESCORER_VERSION,
                         STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_VIEWS, default_test_size)
 
 DEFAULT_PROFILE = "quick"
@@ -33,7 +33,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {
         "dataset_size": 24, "image_size": 128, "val_fraction": 0.25, "max_shapes": 2,
         "backbone": "resnet18", "categories": "all", "epochs": 2, "batch_size": 4,
-        "lr": None, "time_budget": None, "stamp_images": 60,
+        "lr": None, "time_budget": None, "stamp_images": 60, "rescore_images": 6,
         "real_max_images": 8, "workers": 0, "early_scale": 0.75,
     },
     # The CPU recipe: a useful model in one to one and a half hours on 2 cores (82.7 and 89.2 min measured on
@@ -45,13 +45,13 @@ PROFILES: dict[str, dict] = {
     "quick": {
         "dataset_size": 4000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet18", "categories": "all", "epochs": 8, "batch_size": 8,
-        "lr": None, "time_budget": None, "stamp_images": 3000,
+        "lr": None, "time_budget": None, "stamp_images": 3000, "rescore_images": 800,
         "real_max_images": None, "workers": None, "early_scale": 0.75,
     },
     "standard": {
         "dataset_size": 5000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet18", "categories": "all", "epochs": 25, "batch_size": 8,
-        "lr": None, "time_budget": None, "stamp_images": 3000,
+        "lr": None, "time_budget": None, "stamp_images": 3000, "rescore_images": 800,
         "real_max_images": None, "workers": None, "early_scale": 1.0,
     },
     # 10,000 images at 416x416, ResNet-50, 50 epochs, 4 to 6 loader workers. OneCycleLR, SWA (the
@@ -61,7 +61,7 @@ PROFILES: dict[str, dict] = {
     "professional": {
         "dataset_size": 10000, "image_size": 416, "val_fraction": 0.1, "max_shapes": 3,
         "backbone": "resnet50", "categories": "all", "epochs": 50, "batch_size": 32,
-        "lr": None, "time_budget": None, "stamp_images": 3000,
+        "lr": None, "time_budget": None, "stamp_images": 3000, "rescore_images": 800,
         "real_max_images": None, "workers": _loader_workers(4, 6), "early_scale": 1.0,
     },
 }
@@ -69,7 +69,7 @@ PROFILES: dict[str, dict] = {
 # Settings a command-line flag may override (flag dest -> settings key).
 OVERRIDABLE = ("dataset_size", "image_size", "val_fraction", "max_shapes", "backbone", "categories",
                "epochs", "batch_size", "lr", "time_budget", "seed", "real_max_images", "workers",
-               "device", "stamp_images", "early_scale")
+               "device", "stamp_images", "early_scale", "rescore_images")
 
 # Settings shared by every profile unless overridden.
 COMMON = {"seed": 0, "device": "auto"}
@@ -114,6 +114,8 @@ def resolve_settings(profile: str, overrides: dict | None = None) -> dict:
         raise System1Error(f"time_budget must be positive minutes, got {settings['time_budget']!r}")
     if not 0.0 < float(settings["early_scale"]) <= 1.0:
         raise System1Error(f"early_scale must be in (0, 1], got {settings['early_scale']!r}")
+    if not isinstance(settings["rescore_images"], int) or settings["rescore_images"] < 0:
+        raise System1Error(f"rescore_images must be 0 (no rescorer) or more, got {settings['rescore_images']!r}")
     if settings["stamp_images"] != 0 and settings["stamp_images"] < MIN_STAMP_IMAGES:
         raise System1Error(f"stamp_images must be 0 (no stamp vote) or at least {MIN_STAMP_IMAGES}, "
                            f"got {settings['stamp_images']!r}")
@@ -129,6 +131,9 @@ def train_config(settings: dict) -> dict:
     if settings["early_scale"] != 1.0:      # absent when off: configs made before it keep their hash
         cfg["early_scale"] = settings["early_scale"]
     cfg["stamp_vote_version"] = STAMP_VOTE_VERSION if settings["stamp_images"] else None
+    if settings["rescore_images"]:          # absent when off: configs made before it keep their hash
+        cfg["rescore_images"] = settings["rescore_images"]
+        cfg["rescorer_version"] = RESCORER_VERSION
     return cfg
 
 

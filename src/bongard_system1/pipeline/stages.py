@@ -172,15 +172,20 @@ def _choose_build_dir(decision: Decision, target: Path, workdir: Path) -> tuple[
     return _staging(target), True
 
 
-def _only_stamp_vote_changed(decision: Decision, cfg: dict, target: Path) -> bool:
-    """True when a complete training differs from ``cfg`` only in the stamp vote's settings (the
-    vote lives outside the detector's own config, see ``train.add_stamp_vote``)."""
+# training settings of the stages trained after the detector: a change retrains only them
+SECOND_STAGE_KEYS = {"stamp_images", "stamp_vote_version", "rescore_images", "rescorer_version"}
+
+
+def _only_second_stages_changed(decision: Decision, cfg: dict, target: Path) -> bool:
+    """True when a complete training differs from ``cfg`` only in the settings of the stamp vote or
+    the stroke rescorer (they live outside the detector's own config, see ``train.add_stamp_vote``
+    and ``train.add_rescorer``)."""
     rec = decision.record or {}
     old = rec.get("config") or {}
     if not decision.reason.startswith("config changed") or rec.get("status") != "complete":
         return False
     differs = {k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k)}
-    return (bool(differs) and differs <= {"stamp_images", "stamp_vote_version"} and (target / "best.pt").is_file()
+    return (bool(differs) and differs <= SECOND_STAGE_KEYS and (target / "best.pt").is_file()
             and (target / "last.pt").is_file())
 
 
@@ -312,9 +317,9 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
         return rec, False
 
     target = run_dir(ctx.workdir, ctx.profile, ctx.opts.checkpoint)
-    if ctx.opts.checkpoint and _only_stamp_vote_changed(decision, cfg, target):
-        build, fresh = target, False        # the detector stands; train_detector only redoes the vote
-        ctx.log("[training] the detector is unchanged: only its stamp vote is trained")
+    if ctx.opts.checkpoint and _only_second_stages_changed(decision, cfg, target):
+        build, fresh = target, False        # the detector stands; train_detector only redoes vote and rescorer
+        ctx.log("[training] the detector is unchanged: only its stamp vote and stroke rescorer are trained")
     elif ctx.opts.checkpoint:
         build, fresh = _choose_build_dir(decision, target, ctx.workdir)
     else:
@@ -336,7 +341,8 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
                       batch_size=s["batch_size"], image_size=s["image_size"], device=s["device"],
                       workers=s.get("workers"), seed=s["seed"], lr=s["lr"], time_budget=s["time_budget"],
                       restart=not ctx.opts.checkpoint, progress=ctx.opts.progress,
-                      stamp_images=s["stamp_images"], early_scale=s["early_scale"])
+                      stamp_images=s["stamp_images"], early_scale=s["early_scale"],
+                      rescore_images=s["rescore_images"])
         result = train_detector(str(ctx.mgr.abs(data_rec["outputs"]["dir"])), str(build), **kwargs)
         best = Path(result["best_checkpoint"])
         last = Path(result["last_checkpoint"]) if result.get("last_checkpoint") else None
@@ -355,7 +361,8 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
                    metrics={"best_metric": result.get("best_metric"), "val_metrics": _jsonable(result.get("val_metrics")),
                             "history": history, "device": result.get("device"),
                             "train_seconds": result.get("seconds"),
-                            "stamp_vote": _jsonable((result.get("stamp_vote") or {}).get("metrics"))})
+                            "stamp_vote": _jsonable((result.get("stamp_vote") or {}).get("metrics")),
+                            "rescorer": _jsonable((result.get("rescorer") or {}).get("metrics"))})
     except BaseException as exc:
         ctx.mgr.fail("training", rec, _error_text(exc), time.time() - t0)
         raise

@@ -1,0 +1,270 @@
+"""The stroke rescorer: a small second stage that re-ranks the detector's stroke detections.
+
+The detector's candidate boxes hold nearly every real stroke (an earlier model's held a box at IoU
+>= 0.5 for 97 to 99% of them); what it loses is ranking: confident pieces of a stroke, boxes over two strokes in a row, and
+duplicates score above right boxes. Hand-made rules against each of those lost AP (see
+docs/measurements.md); this stage learns the ranking instead. For each stroke detection, after the
+views are fused, the stamp vote and the snap, it reads 34 features (:data:`FEATURES`):
+
+* the detector: the fused score, its rank in the image, each view's best score for a box of the same
+  type there (mean, minimum, spread, how many views see it) and the other type's best score;
+* its neighbours: overlap with better-scored strokes of the same and the other type, better-scored
+  boxes that hold it, smaller confident boxes inside it, the best shape box around it;
+* the ink: how much of the box is ink, how much of its diagonals and midlines runs on ink, whether
+  the ink runs on past the ends of that line (a piece of a longer stroke), ink on the box's four
+  edges, and ink in a ring just outside it;
+* the box's size and aspect.
+
+A small MLP (:func:`build_rescorer_net`) maps them to a new score. It is trained after the detector,
+on the detector's own outputs for synthetic images it never saw (drawn like its training data, from
+the random stream ``(seed, 0x5C0E, i)``), with a soft target: the IoU of the true stroke each
+detection matches when the detections are matched greedily by score as COCO matches them (0 for a
+duplicate, a piece, a merge, or a false alarm). It never sees a real image.
+
+Measured offline on the 8-epoch quick model's dumped four-view outputs, trained on 800 synthetic
+images: synthetic validation strokes AP 0.706 -> 0.734, real strokes AP 0.691 -> 0.723 and AP50
+0.871 -> 0.904 (see docs/measurements.md).
+
+The features depend on how the detector ran (views, test sizes, stroke boxes snapped or not), so a
+rescorer is used only with the settings it was trained with (:meth:`Rescorer.matches`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import cv2
+import numpy as np
+
+RESCORE_MIN_SCORE = 0.05      # the fused score from which strokes are rescored (the default threshold)
+FEATURES = ("score", "rank", "rel", "rank_t", "arc", "w", "h", "lasp", "larea", "n_str",
+            "hi_same", "hi_other", "lo_same", "n_in", "s_in", "in_hi", "in_hi_s",
+            "v_mean", "v_min", "v_std", "v_n", "vo_max", "shape_iou",
+            "ink", "cov", "cov_diag", "cov_axis", "ext_min", "ext_max", "b0", "b1", "b2", "b3", "ring")
+HIDDEN = 32
+EPOCHS = 15
+MIN_DETECTIONS = 64           # fewer stroke detections (or none right) train no rescorer
+
+
+def _iou_xywh(a, b):
+    """IoU and intersection areas of two lists of ``[x, y, w, h]`` boxes (N x M)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, 0, None] + a[:, 2, None], b[None, :, 0] + b[None, :, 2])
+                 - np.maximum(a[:, 0, None], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 1, None] + a[:, 3, None], b[None, :, 1] + b[None, :, 3])
+                 - np.maximum(a[:, 1, None], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = a[:, 2:].prod(1)[:, None] + b[:, 2:].prod(1)[None] - inter
+    return inter / (union + 1e-9), inter
+
+
+def _on_ink(ink: np.ndarray, p0, p1, n: int = 24) -> float:
+    """The share of ``n`` points evenly spaced from ``p0`` to ``p1`` that fall on ink (outside the
+    image counts as no ink)."""
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    pts = np.asarray(p0, np.float64)[None] * (1 - t) + np.asarray(p1, np.float64)[None] * t
+    h, w = ink.shape
+    xs = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
+    ys = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
+    inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    return float((ink[ys, xs] & inside).mean())
+
+
+def stroke_features(gray: np.ndarray, strokes: list, shapes: list, out: dict, names: list[str],
+                    n_views: int) -> np.ndarray:
+    """The :data:`FEATURES` of each stroke detection (``.bbox`` xywh, ``.score``, ``.category``), in the
+    order given; ``shapes``: the network's shape detections (fused, before the hybrid or the snap,
+    so that the features do not depend on the shape mode); ``out``: the image's network outputs
+    (``System1.network_outputs``: every view's boxes xyxy, scores, labels, views); ``names``: the
+    model's class names."""
+    n = len(strokes)
+    feats = np.zeros((n, len(FEATURES)), np.float32)
+    if not n:
+        return feats
+    order = np.argsort([-d.score for d in strokes], kind="stable")
+    rank_of = np.empty(n, int)
+    rank_of[order] = np.arange(n)
+    boxes = np.array([d.bbox for d in strokes], np.float64)
+    scores = np.array([d.score for d in strokes], np.float64)
+    types = np.array([d.category for d in strokes])
+    iou, inter = _iou_xywh(boxes, boxes)
+    area = boxes[:, 2] * boxes[:, 3] + 1e-9
+    top = float(scores.max())
+    shape_iou = _iou_xywh(boxes, [d.bbox for d in shapes])[0] if shapes else np.zeros((n, 0))
+    rb = np.asarray(out["boxes"], np.float64).reshape(-1, 4)
+    rs = np.asarray(out["scores"], np.float64)
+    rv = np.asarray(out.get("views", np.zeros(len(rs), np.int64)))
+    rtype = np.array([names[int(l) - 1].split("/")[0] for l in np.asarray(out["labels"])])
+    view_iou = _iou_xywh(boxes, np.c_[rb[:, :2], rb[:, 2:] - rb[:, :2]])[0] if len(rb) else np.zeros((n, 0))
+    h_img, w_img = gray.shape
+    s = 512.0 / max(h_img, w_img)                     # lengths are read at the real images' 512 px
+    ink = gray < 128
+    ink_wide = cv2.dilate(ink.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    index = np.arange(n)
+    for i, d in enumerate(strokes):
+        x, y, w, h = d.bbox
+        same = types == d.category
+        higher = rank_of < rank_of[i]
+        others = index != i
+        inside_me = inter[i] / area                   # the share of each other box inside this one
+        me_inside = inter[i] / area[i]                # the share of this box inside each other one
+        f = {"score": d.score, "rank": rank_of[i] / n, "rel": d.score / top,
+             "rank_t": float((same & higher).sum()), "arc": float(d.category == "arc"),
+             "w": w * s / 100, "h": h * s / 100, "lasp": np.log((w + 1) / (h + 1)), "larea": np.log(w * h * s * s + 1),
+             "n_str": n / 50,
+             "hi_same": iou[i, same & higher].max(initial=0), "hi_other": iou[i, ~same & higher].max(initial=0),
+             "lo_same": iou[i, same & ~higher & others].max(initial=0),
+             "n_in": float(((inside_me > 0.9) & same & others & (scores >= 0.3)).sum()),
+             "s_in": scores[(inside_me > 0.9) & same & others].max(initial=0),
+             "in_hi": me_inside[same & higher].max(initial=0),
+             "in_hi_s": scores[(me_inside > 0.9) & same & higher].max(initial=0),
+             "shape_iou": shape_iou[i].max(initial=0) if shape_iou.shape[1] else 0.0}
+        # each view's best score for a box of this type (and of the other stroke type) at this box
+        own, other = np.zeros(n_views), np.zeros(n_views)
+        if view_iou.shape[1]:
+            near = view_iou[i] >= 0.6
+            for v in range(n_views):
+                sel = near & (rv == v)
+                own[v] = rs[sel & (rtype == d.category)].max(initial=0)
+                other[v] = rs[sel & (rtype != d.category) & (rtype != "shape")].max(initial=0)
+        f.update(v_mean=own.mean(), v_min=own.min(), v_std=own.std(), v_n=float((own > 0.05).sum()) * 4 / n_views,
+                 vo_max=other.max())
+        # the ink in and around the box
+        x0, y0, x1, y1 = x, y, x + w, y + h
+        ix0, iy0 = int(max(0, x0)), int(max(0, y0))
+        ix1, iy1 = int(min(w_img, x1 + 1)), int(min(h_img, y1 + 1))
+        f["ink"] = float(ink[iy0:iy1, ix0:ix1].mean()) if ix1 > ix0 and iy1 > iy0 else 0.0
+        lines = [((x0, y0), (x1, y1)), ((x0, y1), (x1, y0)),                  # the diagonals
+                 ((x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2)), (((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1))]
+        covs = [_on_ink(ink_wide, a, b) for a, b in lines]
+        k = int(np.argmax(covs))
+        f.update(cov=covs[k], cov_diag=max(covs[:2]), cov_axis=max(covs[2:]))
+        a, b = np.array(lines[k][0], np.float64), np.array(lines[k][1], np.float64)
+        u = (b - a) / (np.linalg.norm(b - a) + 1e-9)
+        past = (_on_ink(ink_wide, a - u * 12 / s, a - u * 2 / s, 8), _on_ink(ink_wide, b + u * 2 / s, b + u * 12 / s, 8))
+        f.update(ext_min=min(past), ext_max=max(past))
+        edges = sorted(_on_ink(ink, p, q, 16) for p, q in (((x0, y0), (x1, y0)), ((x0, y1), (x1, y1)),
+                                                           ((x0, y0), (x0, y1)), ((x1, y0), (x1, y1))))
+        f.update(b0=edges[0], b1=edges[1], b2=edges[2], b3=edges[3])
+        m = int(6 / s)
+        ox0, oy0, ox1, oy1 = max(0, ix0 - m), max(0, iy0 - m), min(w_img, ix1 + m), min(h_img, iy1 + m)
+        around, within = ink[oy0:oy1, ox0:ox1].sum(), ink[iy0:iy1, ix0:ix1].sum()
+        f["ring"] = float(around - within) / (float(around) + 1)
+        feats[i] = [f[k] for k in FEATURES]
+    return feats
+
+
+def greedy_targets(strokes: list, truth: dict[str, list]) -> np.ndarray:
+    """The rescorer's target for each stroke detection: the IoU of the true stroke it matches when
+    the detections of each type are matched by falling score, as COCO matches them (IoU >= 0.5, each
+    true stroke once), else 0. ``truth``: true ``[x, y, w, h]`` boxes by type (line, arc)."""
+    target = np.zeros(len(strokes), np.float32)
+    for typ, boxes in truth.items():
+        idx = [i for i in sorted(range(len(strokes)), key=lambda i: -strokes[i].score) if strokes[i].category == typ]
+        if not boxes or not idx:
+            continue
+        iou = _iou_xywh([strokes[i].bbox for i in idx], boxes)[0]
+        used = np.zeros(len(boxes), bool)
+        for row, i in zip(iou, idx):
+            cand = np.where(used, -1.0, row)
+            j = int(cand.argmax())
+            if cand[j] >= 0.5:
+                used[j] = True
+                target[i] = cand[j]
+    return target
+
+
+def build_rescorer_net(num_features: int = len(FEATURES), hidden: int = HIDDEN):
+    from torch import nn
+    return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 1))
+
+
+class Rescorer:
+    """A trained rescorer (a checkpoint's ``rescorer`` entry), applied to one image's strokes."""
+
+    def __init__(self, entry: dict):
+        import torch
+        self.settings = dict(entry["settings"])
+        self.mean = torch.as_tensor(np.asarray(entry["mean"], np.float32))
+        self.std = torch.as_tensor(np.asarray(entry["std"], np.float32))
+        self.net = build_rescorer_net(len(self.mean))
+        self.net.load_state_dict(entry["state_dict"])
+        self.net.eval()
+
+    def matches(self, system) -> bool:
+        """True when ``system`` (a :class:`predict.System1`) runs as the rescorer was trained to read."""
+        return (self.settings.get("views") == system.views and list(self.settings.get("test_sizes", ()))
+                == list(system.test_sizes) and self.settings.get("stroke_mode") == system.stroke_mode)
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        import torch
+        if not len(features):
+            return np.zeros(0, np.float32)
+        with torch.inference_mode():
+            x = (torch.from_numpy(np.asarray(features, np.float32)) - self.mean) / self.std
+            return torch.sigmoid(self.net(x).squeeze(1)).numpy()
+
+
+def rescorer_training_set(system, num_images: int, seed: int, image_size: int, max_shapes: int = 3,
+                          progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Features and targets of ``system``'s stroke detections (without a rescorer) on ``num_images``
+    synthetic images drawn like its training data (image ``i`` from the stream ``(seed, 0x5C0E, i)``)."""
+    from tqdm import tqdm
+    from .logo.render import render
+    from .logo.sample import sample_image
+    xs, ys = [], []
+    for i in tqdm(range(num_images), desc="rescorer images", unit="img", disable=not progress, file=sys.stderr,
+                  leave=False):
+        shapes, pen = sample_image(np.random.default_rng([int(seed), 0x5C0E, i]), max_shapes=max_shapes)
+        r = render(shapes, image_size, pen_width=pen)
+        truth = {"line": [], "arc": []}
+        for shape, boxes in zip(shapes, r.stroke_boxes or []):
+            for action, box in zip(shape.actions, boxes):
+                if box is not None:
+                    truth[action.kind].append(box)
+        out = system.network_outputs([r.image])[0]
+        mode, system.shape_mode = system.shape_mode, "model"       # the network's own shape boxes
+        try:
+            dets = system.postprocess(r.image, out, RESCORE_MIN_SCORE, rescore=False)
+        finally:
+            system.shape_mode = mode
+        strokes = [d for d in dets if d.category != "shape"]
+        xs.append(stroke_features(r.image, strokes, [d for d in dets if d.category == "shape"], out, system.names,
+                                  system.n_views))
+        ys.append(greedy_targets(strokes, truth))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416, progress: bool = True) -> dict | None:
+    """Train a rescorer for ``system`` (a :class:`predict.System1` loaded without one) on
+    ``num_images`` synthetic images; returns the checkpoint entry (settings, mean, std, state_dict,
+    metrics), or None when the detector gave fewer than ``MIN_DETECTIONS`` stroke detections or none
+    that matches a true stroke (nothing to learn from)."""
+    import torch
+    t0 = time.time()
+    x, y = rescorer_training_set(system, num_images, seed, image_size, progress=progress)
+    if len(x) < MIN_DETECTIONS or not (y > 0).any():
+        return None
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xn = torch.from_numpy((x - mean) / std)
+    yt = torch.from_numpy(y)
+    torch.manual_seed(seed)
+    net = build_rescorer_net(x.shape[1])
+    opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
+    losses = []
+    for _ in range(EPOCHS):
+        for b in torch.randperm(len(xn)).split(512):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xn[b]).squeeze(1), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    settings = {"images": int(num_images), "seed": int(seed), "image_size": int(image_size),
+                "views": system.views, "test_sizes": list(system.test_sizes), "stroke_mode": system.stroke_mode}
+    metrics = {"detections": int(len(x)), "matched": int((y > 0).sum()),
+               "final_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.time() - t0, 1)}
+    return {"settings": settings, "mean": mean.tolist(), "std": std.tolist(),
+            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "metrics": metrics}
