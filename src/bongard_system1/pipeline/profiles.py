@@ -36,9 +36,9 @@ PROFILES: dict[str, dict] = {
         "lr": None, "time_budget": None, "stamp_images": 60, "rescore_images": 6,
         "real_max_images": 8, "workers": 0, "early_scale": 0.75,
     },
-    # The CPU recipe: a useful model in about 1.6 hours on 2 cores (82.7 and 89.2 min measured on
+    # The CPU recipe: a useful model in about 1.5 hours on 2 cores (82.7 and 89.2 min measured on
     # an AMD EPYC with data format 5, 83.9 and 89.7 with format 6, then the stroke rescorer's 5.4
-    # min on 800 images). On a CPU with AMX or AVX-512 BF16 the
+    # min on 800 images; 91.8 min in all from a fresh clone). On a CPU with AMX or AVX-512 BF16 the
     # trainer uses bf16 autocast (ResNet-18 at 416 px: 9.0 images/s with AMX at best, against 3.6 in
     # fp32; 6.3 against 3.2 on an AMD EPYC), and so does inference, so 8 epochs at 416 px fit; the
     # first 3 train at 320 px (early_scale, progressive resizing: 8.3 min less on the AMD EPYC, the
