@@ -1,6 +1,8 @@
-"""Box arithmetic on COCO ``[x, y, w, h]`` boxes (plain Python; torchvision.ops does the batched work)."""
+"""Box arithmetic on COCO ``[x, y, w, h]`` boxes (plain Python and NumPy; torchvision.ops does the batched tensor work)."""
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def intersection_xywh(a, b) -> float:
@@ -18,3 +20,17 @@ def iou_xywh(a, b) -> float:
 def fraction_inside(a, b) -> float:
     """The fraction of box ``a`` that lies in box ``b``."""
     return intersection_xywh(a, b) / max(a[2] * a[3], 1e-9)
+
+
+def pairwise_iou_xywh(a, b):
+    """IoU and intersection areas (each N x M) of two lists of ``[x, y, w, h]`` boxes, COCO convention
+    (continuous coordinates, area w*h; IoU 0 where the union is empty)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, 0, None] + a[:, 2, None], b[None, :, 0] + b[None, :, 2])
+                 - np.maximum(a[:, 0, None], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 1, None] + a[:, 3, None], b[None, :, 1] + b[None, :, 3])
+                 - np.maximum(a[:, 1, None], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = a[:, 2:].prod(1)[:, None] + b[:, 2:].prod(1)[None] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0), inter

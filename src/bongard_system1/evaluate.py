@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .boxes import pairwise_iou_xywh
 from .errors import System1Error
 from .io_utils import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
 
@@ -122,13 +123,7 @@ def _run_eval(coco_gt, coco_dt, img_ids, cat_names, verbose=False):
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of xywh boxes, COCO convention (continuous coordinates, area w*h)."""
-    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return pairwise_iou_xywh(a, b)[0]
 
 
 def style_matches(gt_anns: list[dict], detections: list[dict], *, iou_thr: float = 0.5) -> list[tuple[str, str | None]]:

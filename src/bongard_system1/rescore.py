@@ -37,6 +37,8 @@ import time
 import cv2
 import numpy as np
 
+from .boxes import pairwise_iou_xywh
+
 RESCORE_MIN_SCORE = 0.05      # the fused score from which strokes are rescored (the default threshold)
 FEATURES = ("score", "rank", "rel", "rank_t", "arc", "w", "h", "lasp", "larea", "n_str",
             "hi_same", "hi_other", "lo_same", "n_in", "s_in", "in_hi", "in_hi_s",
@@ -45,19 +47,6 @@ FEATURES = ("score", "rank", "rel", "rank_t", "arc", "w", "h", "lasp", "larea", 
 HIDDEN = 32
 EPOCHS = 15
 MIN_DETECTIONS = 64           # fewer stroke detections (or none right) train no rescorer
-
-
-def _iou_xywh(a, b):
-    """IoU and intersection areas of two lists of ``[x, y, w, h]`` boxes (N x M)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, 0, None] + a[:, 2, None], b[None, :, 0] + b[None, :, 2])
-                 - np.maximum(a[:, 0, None], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 1, None] + a[:, 3, None], b[None, :, 1] + b[None, :, 3])
-                 - np.maximum(a[:, 1, None], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = a[:, 2:].prod(1)[:, None] + b[:, 2:].prod(1)[None] - inter
-    return inter / (union + 1e-9), inter
 
 
 def _on_ink(ink: np.ndarray, p0, p1, n: int = 24) -> float:
@@ -89,15 +78,15 @@ def stroke_features(gray: np.ndarray, strokes: list, shapes: list, out: dict, na
     boxes = np.array([d.bbox for d in strokes], np.float64)
     scores = np.array([d.score for d in strokes], np.float64)
     types = np.array([d.category for d in strokes])
-    iou, inter = _iou_xywh(boxes, boxes)
+    iou, inter = pairwise_iou_xywh(boxes, boxes)
     area = boxes[:, 2] * boxes[:, 3] + 1e-9
     top = float(scores.max())
-    shape_iou = _iou_xywh(boxes, [d.bbox for d in shapes])[0] if shapes else np.zeros((n, 0))
+    shape_iou = pairwise_iou_xywh(boxes, [d.bbox for d in shapes])[0] if shapes else np.zeros((n, 0))
     rb = np.asarray(out["boxes"], np.float64).reshape(-1, 4)
     rs = np.asarray(out["scores"], np.float64)
     rv = np.asarray(out.get("views", np.zeros(len(rs), np.int64)))
     rtype = np.array([names[int(l) - 1].split("/")[0] for l in np.asarray(out["labels"])])
-    view_iou = _iou_xywh(boxes, np.c_[rb[:, :2], rb[:, 2:] - rb[:, :2]])[0] if len(rb) else np.zeros((n, 0))
+    view_iou = pairwise_iou_xywh(boxes, np.c_[rb[:, :2], rb[:, 2:] - rb[:, :2]])[0] if len(rb) else np.zeros((n, 0))
     h_img, w_img = gray.shape
     s = 512.0 / max(h_img, w_img)                     # lengths are read at the real images' 512 px
     ink = gray < 128
@@ -165,7 +154,7 @@ def greedy_targets(strokes: list, truth: dict[str, list]) -> np.ndarray:
         idx = [i for i in sorted(range(len(strokes)), key=lambda i: -strokes[i].score) if strokes[i].category == typ]
         if not boxes or not idx:
             continue
-        iou = _iou_xywh([strokes[i].bbox for i in idx], boxes)[0]
+        iou = pairwise_iou_xywh([strokes[i].bbox for i in idx], boxes)[0]
         used = np.zeros(len(boxes), bool)
         for row, i in zip(iou, idx):
             cand = np.where(used, -1.0, row)
