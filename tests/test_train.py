@@ -49,6 +49,7 @@ def test_a_run_folder_holds_everything(run):
         assert (out / name).exists(), name
     rows = _rows(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert json.loads((out / "config.json").read_text())["planned_epochs"] == 2
     assert all(float(r["loss"]) > 0 and 0.0 <= float(r["val_AP"]) <= 1.0 for r in rows)
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])       # it learns something
     last = torch.load(out / "last.pt", weights_only=True)
@@ -282,6 +283,9 @@ def test_a_time_budget_cuts_the_planned_epochs_and_resume_keeps_the_plan(data, t
     again = train_detector(data, out, epochs=50, batch_size=4, image_size=128, progress=False, time_budget=0.001,
                           stamp_images=0, rescore_images=0)
     assert again["planned_epochs"] == 1 and len(again["history"]) == 1
+    # --status reads the plan from config.json: one epoch of one, nothing left
+    from bongard_system1.schedule import run_progress
+    assert run_progress(out).startswith("1/1 epochs done, the last in ")
 
 
 def test_cpu_bf16_is_read_from_the_cpuinfo_flags():

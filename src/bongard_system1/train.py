@@ -31,6 +31,7 @@ from .io_utils import write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
+from .schedule import epoch_plan, format_duration, remaining_epoch_seconds
 from .settings import MIN_STAMP_IMAGES, RESCORER_VERSION, STAMP_VOTE_VERSION
 
 
@@ -79,17 +80,6 @@ def resolve_device(device="auto"):
     if device == "cuda" and not torch.cuda.is_available():
         raise System1Error("--device cuda asked for, but no CUDA device is available")
     return device
-
-
-def epoch_plan(epochs, swa_fraction, image_size, early_scale):
-    """``(swa_epochs, early_epochs, early_size)`` of a run: SWA over the last ``swa_fraction`` of the
-    epochs (none below 4 epochs); the first half of the other (one-cycle) epochs at ``early_size``,
-    ``early_scale`` times the image size rounded to a multiple of 32 (no early epochs when that is not
-    smaller than the image size)."""
-    swa_epochs = int(round(epochs * swa_fraction)) if epochs >= 4 else 0
-    early_size = max(32, int(round(image_size * early_scale / 32)) * 32)
-    early_epochs = (epochs - swa_epochs) // 2 if early_size < image_size else 0
-    return swa_epochs, early_epochs, early_size
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -357,8 +347,6 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
             p = os.path.join(out_dir, f)
             if os.path.exists(p):
                 os.remove(p)
-    write_json_atomic(os.path.join(out_dir, "config.json"), dict(cfg.result_dict(), config_hash=cfg.hash(),
-                                                                 device=dev, data_dir=cfg.data_dir))
 
     torch.manual_seed(cfg.seed)
     if dev == "cpu":
@@ -384,6 +372,9 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         epochs = _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, time_budget)
     else:
         epochs = cfg.epochs
+    write_json_atomic(os.path.join(out_dir, "config.json"), dict(cfg.result_dict(), config_hash=cfg.hash(),
+                                                                 planned_epochs=epochs, device=dev,
+                                                                 data_dir=cfg.data_dir))
     swa_epochs, early_epochs, early_size = epoch_plan(epochs, cfg.swa_fraction, cfg.image_size, cfg.early_scale)
     main_epochs = epochs - swa_epochs
     peak = cfg.peak_lr()
@@ -396,7 +387,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     amp_dtype, scaler = amp_settings(dev, cfg.amp)
     if dev == "cpu" and cfg.amp and amp_dtype is None and state is None:
         print("note: this CPU multiplies bf16 only in software (no AMX or AVX-512 BF16), so training runs in "
-              "fp32, 2 to 2.5x slower than the profiles' CPU timings", file=sys.stderr)
+              "fp32, about 3x slower than the profiles' CPU timings; each epoch's line says how long the "
+              "rest should take", file=sys.stderr)
 
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
@@ -486,8 +478,10 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
         plot_curves(history, os.path.join(out_dir, "training_curves.png"))
         # one log line per epoch, progress bar or not
+        left = remaining_epoch_seconds(history, epochs, early_epochs, early_size, cfg.image_size)
         print(f"epoch {epoch + 1}/{epochs}  {size}px  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
-              f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s", file=sys.stderr)
+              f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s"
+              f"{f'  (about {format_duration(left)} of epochs left)' if left else ''}", file=sys.stderr)
     if not os.path.exists(os.path.join(out_dir, "best.pt")):
         raise System1Error(f"{out_dir}: training finished without a best.pt")
     n_stamp = int(stamp_images) if categories != "shapes" else 0     # no strokes, nothing to vote on

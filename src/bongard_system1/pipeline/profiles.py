@@ -38,7 +38,8 @@ PROFILES: dict[str, dict] = {
     },
     # The CPU recipe: a useful model in about 1.5 hours on 2 cores (82.7 and 89.2 min measured on
     # an AMD EPYC with data format 5, 83.9 and 89.7 with format 6, then the stroke rescorer's 5.4
-    # min on 800 images; 91.8 min in all from a fresh clone). On a CPU with AMX or AVX-512 BF16 the
+    # min on 800 images; 91.8 min in all from a fresh clone; in fp32 on an AVX2-only EPYC about 4.4
+    # hours, estimated from epochs of 1,235 s at 320 px and 1,979 s at 416). On a CPU with AMX or AVX-512 BF16 the
     # trainer uses bf16 autocast (ResNet-18 at 416 px: 9.0 images/s with AMX at best, against 3.6 in
     # fp32; 6.3 against 3.2 on an AMD EPYC), and so does inference, so 8 epochs at 416 px fit; the
     # first 3 train at 320 px (early_scale, progressive resizing: 8.3 min less on the AMD EPYC, the

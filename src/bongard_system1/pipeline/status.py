@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import System1Error
+from ..schedule import run_progress
 from . import profiles
 from .lock import PipelineLock
 from .records import STAGES, CheckpointManager, rel
@@ -70,7 +71,7 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
             reason = "running now"
         mark = "❌" if d.run else "✅"
         when = (rec or {}).get("finished") or (rec or {}).get("started") or "-"
-        facts = _stage_facts(stage, rec) if rec else "no record"
+        facts = _stage_facts(stage, rec, mgr) if rec else "no record"
         lines.append(f"{mark} {stage:<11} {when:<19}  {facts}")
         lines.append(f"   {'would run again: ' + reason if d.run else 'up to date'}")
         all_ok &= not d.run
@@ -82,7 +83,7 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
     return lines, all_ok
 
 
-def _stage_facts(stage: str, rec: dict) -> str:
+def _stage_facts(stage: str, rec: dict, mgr: CheckpointManager) -> str:
     status = rec.get("status")
     prefix = "" if status == "complete" else f"[{status}] "
     try:
@@ -95,7 +96,9 @@ def _stage_facts(stage: str, rec: dict) -> str:
         if stage == "training":
             c, m = rec.get("config", {}), rec.get("metrics", {})
             if not m:
-                return prefix + f"{c.get('backbone')}, {c.get('epochs')} epochs (not finished)"
+                run_dir = (rec.get("outputs") or {}).get("run_dir")
+                progress = run_progress(mgr.abs(run_dir)) if run_dir else None
+                return prefix + f"{c.get('backbone')}, " + (progress or f"{c.get('epochs')} epochs (not finished)")
             best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
             history = m.get("history") or []
             early = [h["image_size"] for h in history if h.get("image_size") not in (None, c.get("image_size"))]
