@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from bongard_system1.pipeline.lock import PipelineLock
+from bongard_system1.settings import PARSE_MIN_SCORE
 
 from .conftest import REAL
 
@@ -69,6 +70,16 @@ def test_first_run_does_every_stage(smoke_wd):
     assert {"synthetic_shapes", "synthetic_strokes"} <= set(results["evaluation"])
     assert [t["target"] for t in results["targets"]] == ["synthetic AP@[.5:.95]", "synthetic AP50", "real AP50"]
     assert (wd / "runs" / "smoke" / "best.pt").is_file() and (wd / "logs" / "smoke_training.log").is_file()
+    # the parses (shapes with their strokes) of the synthetic validation images and the real ones are scored too
+    parses = results["parses"]["synthetic"]
+    assert parses["min_score"] == PARSE_MIN_SCORE
+    assert parses["all"]["images"] == record(wd, "data_generation")["validation"]["num_val"]
+    assert parses["all"]["gt_shapes"] > 0 and 0.0 <= parses["all"]["shapes_found"] <= 1.0
+    assert f"synthetic parses (scores >= {PARSE_MIN_SCORE:g})" in proc.stdout
+    if REAL_SHAPES.is_file():
+        real = results["parses"]["real"]
+        assert real["all"]["images"] == 2 and real["all"]["gt_strokes"] > 0
+        assert set(real) - {"all", "min_score"} <= {"ff", "bd", "hd"}
 
 
 def test_second_run_skips_every_stage_and_is_fast(smoke_wd):

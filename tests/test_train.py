@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from bongard_system1.boxes import iou_xywh
 from bongard_system1.data.generate import generate_dataset
 from bongard_system1.errors import System1Error
 from bongard_system1.predict import System1
@@ -185,6 +186,31 @@ def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
     assert raw and len(raw) == len(dets)
     assert [(d["image_id"], d["score"], d["style"]) for d in raw] == [(d["image_id"], d["score"], d["style"]) for d in dets]
     assert any(r["bbox"] != d["bbox"] for r, d in zip(raw, dets))
+
+
+def test_parse_from_the_command_line_and_the_api_groups_the_kept_detections(run, data, tmp_path):
+    out, _ = run
+    preds, parses = tmp_path / "p.json", tmp_path / "parse.json"
+    proc = run_cli("predict", "--model", out, "--images", data / "images", "--out", preds,
+                   "--parse-out", parses, "--parse-min-score", "0.05")
+    assert proc.returncode == 0, proc.stderr
+    dets, parsed = json.loads(preds.read_text()), json.loads(parses.read_text())
+    assert len(parsed) == 40 and "shapes holding" in proc.stdout
+    for p in parsed:           # every kept detection is in the parse once: shapes, and strokes in them or loose
+        mine = [d for d in dets if d["file_name"] == p["file_name"]]
+        assert len(p["shapes"]) == sum(d["category"] == "shape" for d in mine)
+        held = [st for s in p["shapes"] for st in s["strokes"]]
+        assert len(held) + len(p["unassigned_strokes"]) == sum(d["category"] != "shape" for d in mine)
+        for s in p["shapes"]:
+            assert all(iou_xywh(st["bbox"], s["bbox"]) > 0 for st in s["strokes"])
+    assert sum(len(s["strokes"]) for p in parsed for s in p["shapes"]) > 0
+    proc = run_cli("predict", "--model", out, "--images", data / "images", "--out", preds, "--parse-out", parses,
+                   "--parse-min-score", "1.5")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--parse-min-score" in proc.stderr
+    system = System1.load(out)
+    image = data / "images" / parsed[0]["file_name"]
+    p = system.parse(image, 0.05, 0.05)
+    assert p.to_dict()["shapes"] == parsed[0]["shapes"]
 
 
 def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images(run, data):

@@ -18,7 +18,7 @@ from .argtypes import positive_int as _positive_int
 from .argtypes import scale_fraction as _scale
 from .argtypes import test_sizes_px
 from .errors import run_guarded
-from .settings import MAX_VIEWS, TEST_VIEWS
+from .settings import MAX_VIEWS, PARSE_MIN_SCORE, TEST_VIEWS
 
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline); several sizes, comma-separated (e.g. 480,416), "
@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--images-root", default=None)
     r.add_argument("--out", required=True, help="detections JSON to write")
     r.add_argument("--overlay-dir", default=None, help="write overlay PNGs here")
+    r.add_argument("--parse-out", default=None, metavar="FILE",
+                   help="also write each image's shapes, each with the strokes drawn in it, as JSON")
+    r.add_argument("--parse-min-score", type=_fraction, default=PARSE_MIN_SCORE, metavar="P",
+                   help=f"shapes and strokes kept in --parse-out: score P or more (default {PARSE_MIN_SCORE:g})")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--score-threshold", type=float, default=0.05)
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")

@@ -30,9 +30,10 @@ import numpy as np
 from . import STYLES
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
+from .grouping import ImageParse, parse_detections
 from .precision import autocast, autocast_dtype
-from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE,
-                       MAX_TEST_SIZES, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
+from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE, MAX_TEST_SIZES,
+                       PARSE_MIN_SCORE, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
                        default_test_size)
 from .rescore import RESCORE_MIN_SCORE, stroke_features
 from .views import MAX_VIEWS, fuse, to_original, view_images
@@ -315,6 +316,14 @@ class System1:
     def detect(self, image, score_threshold=0.05) -> list[Detection]:
         return self.detect_batch([image], score_threshold)[0]
 
+    def parse(self, image, shape_threshold: float = PARSE_MIN_SCORE,
+              stroke_threshold: float = PARSE_MIN_SCORE) -> ImageParse:
+        """The image's shapes scored ``shape_threshold`` or more, each with the strokes (scored
+        ``stroke_threshold`` or more) drawn in it, and the kept strokes no kept shape holds
+        (:func:`grouping.parse_detections`)."""
+        gray = as_gray(image)
+        return parse_detections(gray, self.detect(gray), shape_threshold, stroke_threshold)
+
     def detect_batch(self, images, score_threshold=0.05) -> list[list[Detection]]:
         grays = [as_gray(im) for im in images]
         return [self.postprocess(g, o, score_threshold) for g, o in zip(grays, self.network_outputs(grays))]
@@ -460,11 +469,15 @@ def cli_predict(args):
     items, cats = _image_list(args)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)
-    results = []
+    results, parses = [], []
     for image_id, name, path in tqdm(items, unit="img", desc="predict"):
         gray = as_gray(path)
         dets = detector.detect(gray)
         dets = [d if isinstance(d, Detection) else Detection(**d) for d in dets]
+        if args.parse_out:
+            p = parse_detections(gray, dets, args.parse_min_score, args.parse_min_score).to_dict()
+            parses.append({"image_id": image_id, "file_name": name, **p} if image_id is not None
+                          else {"file_name": name, **p})
         for d in dets:
             if d.score < args.score_threshold:
                 continue
@@ -484,4 +497,10 @@ def cli_predict(args):
                                                   + "_overlay.png"))
     write_json_atomic(args.out, results, indent=None)
     print(f"wrote {len(results)} detections for {len(items)} images to {args.out}")
+    if args.parse_out:
+        write_json_atomic(args.parse_out, parses, indent=None)
+        n_shapes = sum(len(p["shapes"]) for p in parses)
+        n_strokes = sum(len(s["strokes"]) for p in parses for s in p["shapes"])
+        print(f"wrote {n_shapes} shapes holding {n_strokes} strokes (scores >= {args.parse_min_score:g}) "
+              f"to {args.parse_out}")
     return 0

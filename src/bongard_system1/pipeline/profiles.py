@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 
 from ..errors import System1Error
-from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE,
-                        INFERENCE_AMP, MIN_STAMP_IMAGES, STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT,
+from ..settings import (DATA_FORMAT_VERSION, FUSE_IOU, GROUPING_VERSION, HYBRID_CONFIDENT, HYBRID_PARTS_MIN,
+                        HYBRID_WHOLE, INFERENCE_AMP, MIN_STAMP_IMAGES, STAMP_VOTE_ARC_HOLES, STAMP_VOTE_DETECTOR_WEIGHT,
                         STAMP_VOTE_LINE_DISTANCE, STAMP_VOTE_LINE_HOLES, STAMP_VOTE_LINE_SPAN, STAMP_VOTE_RULES,
-                        STAMP_VOTE_VERSION, RESCORER_VERSION,
+                        STAMP_VOTE_VERSION, PARSE_MIN_SCORE, RESCORER_VERSION,
                         STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_VIEWS, default_test_size)
 
 DEFAULT_PROFILE = "quick"
@@ -151,5 +151,6 @@ def eval_config(settings: dict, real_data: str | None, real_sha: str | None) -> 
            "stamp_vote_line_holes": STAMP_VOTE_LINE_HOLES, "stamp_vote_line_distance": STAMP_VOTE_LINE_DISTANCE,
            "stamp_vote_line_span": STAMP_VOTE_LINE_SPAN,
            "stamp_vote_rules": STAMP_VOTE_RULES,
-           "stamp_vote_arc_holes": STAMP_VOTE_ARC_HOLES}
+           "stamp_vote_arc_holes": STAMP_VOTE_ARC_HOLES,
+           "parse_min_score": PARSE_MIN_SCORE, "grouping_version": GROUPING_VERSION}
     return cfg

@@ -415,8 +415,10 @@ def stage_evaluation(ctx: Context, data_rec: dict, train_rec: dict, train_ran: b
                                views=cfg["test_views"], amp=cfg["inference_amp"], **kwargs)
             metrics[name] = _jsonable(m)
             ctx.log(f"[evaluation] {name}: AP {fmt(m.get('AP'))}, AP50 {fmt(m.get('AP50'))}")
+        parses = _score_parses(ctx, sets, detector) if detector is not None else {}
         summary = summarize(metrics)
-        rec.update(metrics={"sets": metrics, "summary": summary, "targets": target_status(summary)},
+        rec.update(metrics={"sets": metrics, "summary": summary, "targets": target_status(summary),
+                            "parses": parses},
                    validation={name: {"images": count} for name, (_, _, count) in sets.items()})
     except BaseException as exc:
         ctx.mgr.fail("evaluation", rec, _error_text(exc), time.time() - t0)
@@ -426,6 +428,22 @@ def stage_evaluation(ctx: Context, data_rec: dict, train_rec: dict, train_ran: b
     ctx.stage_seconds["evaluation"] = round(seconds, 2)
     ctx.log(f"[evaluation] complete in {seconds:.1f} s: {eval_facts(rec)}")
     return rec, True
+
+
+def _score_parses(ctx: Context, sets: dict, detector) -> dict:
+    """Where a set was scored as shapes and as strokes (its images' detections remembered), how right
+    ``System1.parse`` groups them: each stroke in its own shape (see :mod:`grouping`)."""
+    from ..grouping import score_parses
+    out = {}
+    for prefix in ("synthetic", "real"):
+        if f"{prefix}_shapes" in sets and f"{prefix}_strokes" in sets:
+            (shapes, root, _), (strokes, _, _) = sets[f"{prefix}_shapes"], sets[f"{prefix}_strokes"]
+            p = _jsonable(score_parses(detector, str(shapes), str(strokes), str(root)))
+            out[prefix] = p
+            a = p["all"]
+            ctx.log(f"[evaluation] {prefix} parses (scores >= {p['min_score']:g}): shapes found with exactly their "
+                    f"strokes {fmt(a['shapes_exact'])}, found strokes in their own shape {fmt(a['assigned_right'])}")
+    return out
 
 
 def _load_detector(model_path: str, device: str, test_size: int, views: int, amp: bool):
