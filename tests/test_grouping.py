@@ -119,3 +119,28 @@ def test_parse_scores_count_misplaced_and_extra_strokes():
     extra = dets + [Detection([45, 45, 30, 4], 0.7, "line", "normal")]
     s = parse_scores(shapes, strokes, {1: parse_detections(img, extra, thr, thr)})["all"]
     assert s["strokes_precision"] == 0.75 and s["shapes_exact"] == 0.5
+
+
+def test_strokes_of_a_shape_that_was_not_kept_stay_unassigned():
+    big = [(40, 40), (320, 40), (320, 320), (40, 320), (40, 40)]
+    small = [(140, 140), (220, 140), (220, 220), (140, 220), (140, 140)]
+    img, shapes, strokes, owner = _draw([big, small])
+    # only the big square was kept: the small one's strokes lie inside its box, but not in its ink
+    assert assign_strokes(img, shapes[:1], strokes) == [0, 0, 0, 0, -1, -1, -1, -1]
+    # the classical baseline's dicts are detections too
+    p = parse_detections(img, [{"bbox": shapes[0], "score": 1.0, "category": "shape"}]
+                         + [{"bbox": b, "score": 0.9, "category": "line", "style": "normal"} for b in strokes])
+    assert [len(s.strokes) for s in p.shapes] == [4] and len(p.unassigned) == 4
+
+
+def test_parse_scores_without_stroke_links_or_images_say_so():
+    img, shapes_b, strokes_b, owner = _draw([[(40, 40), (320, 40)]])
+    shapes = {"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "bbox": shapes_b[0]}]}
+    strokes = {"images": shapes["images"], "categories": [{"id": 1, "name": "line"}],
+               "annotations": [{"id": 1, "image_id": 1, "bbox": strokes_b[0], "category_id": 1}]}
+    parse = {1: parse_detections(img, [Detection(shapes_b[0], 0.9, "shape"), Detection(strokes_b[0], 0.9, "line")])}
+    s = parse_scores(shapes, strokes, parse)["all"]
+    assert s["strokes_found"] == 1.0 and s["shapes_found"] == 1.0
+    assert s["assigned_right"] is None and s["shapes_exact"] is None   # no shape_ann_id: nothing to judge by
+    empty = parse_scores(dict(shapes, images=[], annotations=[]), dict(strokes, annotations=[]), {})
+    assert empty["all"]["images"] == 0 and empty["all"]["shapes_exact"] is None

@@ -36,6 +36,7 @@ positive_float = _number(float, lambda v: v > 0, "a positive number")
 open_fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
 scale_fraction = _number(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
 half_open_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+unit_fraction = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 test_size_px = _number(int, lambda v: TEST_SIZE_RANGE[0] <= v <= TEST_SIZE_RANGE[1],
                        "an integer from {} to {}".format(*TEST_SIZE_RANGE))
 

@@ -17,6 +17,7 @@ from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import scale_fraction as _scale
 from .argtypes import test_sizes_px
+from .argtypes import unit_fraction as _unit
 from .errors import run_guarded
 from .settings import MAX_VIEWS, PARSE_MIN_SCORE, TEST_VIEWS
 
@@ -118,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overlay-dir", default=None, help="write overlay PNGs here")
     r.add_argument("--parse-out", default=None, metavar="FILE",
                    help="also write each image's shapes, each with the strokes drawn in it, as JSON")
-    r.add_argument("--parse-min-score", type=_fraction, default=PARSE_MIN_SCORE, metavar="P",
-                   help=f"shapes and strokes kept in --parse-out: score P or more (default {PARSE_MIN_SCORE:g})")
+    r.add_argument("--parse-min-score", type=_unit, default=PARSE_MIN_SCORE, metavar="P",
+                   help=f"shapes and strokes kept in --parse-out: score P or more (default {PARSE_MIN_SCORE:g}, "
+                        "chosen for a model with its stroke rescorer; whatever --score-threshold and the "
+                        "--coco file's categories keep in --out)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     r.add_argument("--score-threshold", type=float, default=0.05)
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")

@@ -26,6 +26,7 @@ from .boxes import pairwise_iou_xywh
 from .settings import PARSE_MIN_SCORE
 
 EDGE_BAND = 2          # px: ink this close inside a box's side counts as meeting that side
+TIE = 0.9              # shapes whose boxes hold at least this share of the best one's ink tie
 
 
 def ink_components(gray: np.ndarray, dilate: int = DILATE) -> np.ndarray:
@@ -66,11 +67,12 @@ def assign_strokes(gray: np.ndarray, shape_boxes, stroke_boxes, shape_scores=Non
     """For each stroke box, the index of the shape box it is drawn in, or -1 when no shape box holds
     any of it. Boxes are ``[x, y, w, h]`` in ``gray``'s pixels (a 2-D uint8 image, black on white).
 
-    A stroke's candidates are the shapes drawn around its ink component (:func:`box_component`), or
-    every shape when none is; among them it goes to the one whose box holds most of the component's
-    ink inside the stroke's box, then (``shape_scores``) the higher scored, then the smaller box;
-    where that ink ties (the stroke lies wholly in two shapes' boxes), :func:`_settle_ties` decides.
-    With no ink to go by, the shape box that covers most of the stroke box wins."""
+    A stroke's candidates are the shapes drawn around its ink component (:func:`box_component`); when
+    none is (that shape was not kept), the stroke stays unassigned, unless no shape box meets any ink.
+    Among them it goes to the one whose box holds most of the component's ink inside the stroke's box,
+    then (``shape_scores``) the higher scored, then the smaller box; where another holds nearly as
+    much (``TIE``: the stroke lies in two shapes' boxes, where shapes touch), :func:`_settle_ties`
+    decides. With no ink to go by, the shape box that covers most of the stroke box wins."""
     gray = np.asarray(gray)
     labels = ink_components(gray) if labels is None else labels
     shape_boxes = [list(map(float, b)) for b in shape_boxes]
@@ -89,7 +91,12 @@ def assign_strokes(gray: np.ndarray, shape_boxes, stroke_boxes, shape_scores=Non
             continue
         sx0, sy0, sx1, sy1 = _window(sb, labels.shape)
         mine = labels[sy0:sy1, sx0:sx1] == comp
-        cands = [j for j, c in enumerate(shape_comp) if c == comp] or list(range(len(shape_boxes)))
+        cands = [j for j, c in enumerate(shape_comp) if c == comp]
+        if not cands and not any(shape_comp):      # no shape box meets ink: go by the boxes alone
+            cands = list(range(len(shape_boxes)))
+        if not cands:                                # the stroke's shape was not kept
+            out.append(-1)
+            continue
 
         def held(j):     # the stroke's own ink (its component, inside its box) that shape j's box holds
             x0, y0, x1, y1 = windows[j]
@@ -98,14 +105,14 @@ def assign_strokes(gray: np.ndarray, shape_boxes, stroke_boxes, shape_scores=Non
         amount = {j: held(j) for j in cands}
         best = max(cands, key=lambda j: (amount[j], scores[j], -shape_boxes[j][2] * shape_boxes[j][3]))
         out.append(best if amount[best] > 0 or inter[i, best] > 0 else -1)
-        ties = [j for j in cands if amount[j] == amount[best] > 0]
+        ties = [j for j in cands if amount[best] > 0 and amount[j] >= TIE * amount[best]]
         if len(ties) > 1:
             tied[i] = ties
     return _settle_ties(out, tied, shape_boxes, stroke_boxes)
 
 
 def _settle_ties(owner: list[int], tied: dict, shape_boxes, stroke_boxes) -> list[int]:
-    """Strokes whose ink lies in several shapes' boxes alike (where shapes touch, in the boxes'
+    """Strokes whose ink lies in several shapes' boxes nearly alike (where shapes touch, in the boxes'
     overlap) go to the shape whose box they explain: a shape's box is the union of its strokes' boxes,
     so each such stroke joins the shape whose box the union of its other strokes' boxes, with this one
     added, matches best (the biggest gain in IoU)."""
@@ -164,7 +171,10 @@ def parse_detections(gray, detections, shape_threshold: float = PARSE_MIN_SCORE,
                      stroke_threshold: float = PARSE_MIN_SCORE) -> ImageParse:
     """The shapes scored ``shape_threshold`` or more, best first, each with the strokes scored
     ``stroke_threshold`` or more that :func:`assign_strokes` puts in it. ``detections``: objects with
-    ``bbox``, ``score``, ``category`` (shape, line or arc) and ``style``, as ``System1.detect`` gives."""
+    ``bbox``, ``score``, ``category`` (shape, line or arc) and ``style``, as ``System1.detect`` gives,
+    or dicts with those keys (as the classical baseline gives)."""
+    from .predict import Detection            # here: predict imports this module
+    detections = [Detection(**d) if isinstance(d, dict) else d for d in detections]
     shapes = sorted((d for d in detections if d.category == "shape" and d.score >= shape_threshold),
                     key=lambda d: -d.score)
     strokes = sorted((d for d in detections if d.category != "shape" and d.score >= stroke_threshold),
@@ -203,7 +213,7 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
     annotations carry ``shape_ann_id``, the id of their shape's annotation, and ``style``);
     ``parses``: {image_id: :class:`ImageParse`}. Shapes and strokes are matched one-to-one at IoU >=
     ``iou_thr`` (strokes only to the same type, line or arc). Returns fractions (None where there was
-    nothing to count):
+    nothing to count, and for the last three where no stroke annotation has ``shape_ann_id``):
 
     * ``shapes_found`` / ``shapes_precision``: ground-truth shapes matched / kept shapes that match;
     * ``strokes_found`` / ``strokes_precision``: the same for strokes, wherever they were put;
@@ -218,6 +228,8 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
     for a in strokes_gt["annotations"]:
         by_img_strokes[a["image_id"]].append(a)
     counts = defaultdict(lambda: defaultdict(int))
+    counts.setdefault("all", defaultdict(int))      # present even for a file without images
+    linked = any("shape_ann_id" in a for a in strokes_gt["annotations"])
     for im in shapes_gt["images"]:
         iid = im["id"]
         parse = parses.get(iid, ImageParse([]))
@@ -264,8 +276,8 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
                 c["shapes_exact"] += exact
                 c["shapes_exact_styled"] += exact and good[gs][1]
 
-    def frac(a, b):             # None where nothing was there to count
-        return round(a / b, 4) if b else None
+    def frac(a, b, needs_links=False):     # None where nothing was there to count
+        return round(a / b, 4) if b and (linked or not needs_links) else None
 
     out = {}
     for key, c in counts.items():
@@ -273,9 +285,9 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
                     "shapes_precision": frac(c["shapes_matched"], c["kept_shapes"]),
                     "strokes_found": frac(c["strokes_matched"], c["gt_strokes"]),
                     "strokes_precision": frac(c["strokes_matched"], c["kept_strokes"]),
-                    "assigned_right": frac(c["assigned_right"], c["assignable"]),
-                    "shapes_exact": frac(c["shapes_exact"], c["gt_shapes"]),
-                    "shapes_exact_styled": frac(c["shapes_exact_styled"], c["gt_shapes"]),
+                    "assigned_right": frac(c["assigned_right"], c["assignable"], True),
+                    "shapes_exact": frac(c["shapes_exact"], c["gt_shapes"], True),
+                    "shapes_exact_styled": frac(c["shapes_exact_styled"], c["gt_shapes"], True),
                     "gt_shapes": c["gt_shapes"], "gt_strokes": c["gt_strokes"]}
     types = defaultdict(int)
     for im in shapes_gt["images"]:

@@ -22,6 +22,7 @@ under bf16 autocast where the device multiplies bf16 fast (see :mod:`precision`;
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -467,6 +468,10 @@ def cli_predict(args):
                                 views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode,
                                 rescore=not args.no_rescore)
     items, cats = _image_list(args)
+    if args.parse_out and getattr(detector, "rescorer", True) is None:
+        print(f"note: the stroke scores are not rescored (no rescorer for these settings), so "
+              f"--parse-min-score {args.parse_min_score:g} keeps other strokes than it was chosen for",
+              file=sys.stderr)
     if args.overlay_dir:
         os.makedirs(args.overlay_dir, exist_ok=True)
     results, parses = [], []

@@ -94,7 +94,8 @@ MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some
 # the stroke rescorer's features, target or network; a change retrains the rescorer (1: the first)
 RESCORER_VERSION = 1
 PARSE_MIN_SCORE = 0.3     # System1.parse keeps shapes and strokes scored this or more
-GROUPING_VERSION = 1      # the rule that puts strokes in shapes (grouping.assign_strokes); 1: the first
+GROUPING_VERSION = 2      # the rule that puts strokes in shapes (grouping.assign_strokes); 2: ties within 90%,
+                          # strokes of shapes not kept left unassigned
 
 
 def default_test_size(image_size: int) -> int:

@@ -440,9 +440,9 @@ def _score_parses(ctx: Context, sets: dict, detector) -> dict:
             (shapes, root, _), (strokes, _, _) = sets[f"{prefix}_shapes"], sets[f"{prefix}_strokes"]
             p = _jsonable(score_parses(detector, str(shapes), str(strokes), str(root)))
             out[prefix] = p
-            a = p["all"]
+            a = p.get("all", {})
             ctx.log(f"[evaluation] {prefix} parses (scores >= {p['min_score']:g}): shapes found with exactly their "
-                    f"strokes {fmt(a['shapes_exact'])}, found strokes in their own shape {fmt(a['assigned_right'])}")
+                    f"strokes {fmt(a.get('shapes_exact'))}, found strokes in their own shape {fmt(a.get('assigned_right'))}")
     return out
 
 
