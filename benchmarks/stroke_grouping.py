@@ -21,7 +21,7 @@ import numpy as np
 from bongard_system1 import grouping
 from bongard_system1.baseline import unseparated_shapes
 from bongard_system1.boxes import pairwise_iou_xywh
-from bongard_system1.evaluate import load_coco
+from bongard_system1.evaluate import coco_subset, load_coco, val_split
 from bongard_system1.predict import as_gray
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,11 +36,6 @@ def box_overlap_rule(gray, shape_boxes, stroke_boxes, shape_scores=None, labels=
     return [int(np.argmax(r)) if r.max() > 0 else -1 for r in inter]
 
 
-def restrict(coco, ids):
-    return dict(coco, images=[im for im in coco["images"] if im["id"] in ids],
-                annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
-
-
 def load_sets(real, data):
     """{name: (shapes COCO, strokes COCO, images root)}: the real set, and a dataset's val split, whole
     and where shapes touch."""
@@ -49,17 +44,15 @@ def load_sets(real, data):
         sets["real"] = (load_coco(os.path.join(real, "shapes_coco.json")),
                         load_coco(os.path.join(real, "strokes_coco.json")), real)
     if data:
-        shapes = load_coco(os.path.join(data, "shapes_coco.json"))
-        strokes = load_coco(os.path.join(data, "strokes_coco.json"))
-        val = {im["id"] for im in shapes["images"] if im.get("split", "val") == "val"}
-        shapes, strokes = restrict(shapes, val), restrict(strokes, val)
+        shapes = val_split(load_coco(os.path.join(data, "shapes_coco.json")))
+        strokes = coco_subset(load_coco(os.path.join(data, "strokes_coco.json")), [im["id"] for im in shapes["images"]])
         boxes = {}
         for a in shapes["annotations"]:
             boxes.setdefault(a["image_id"], []).append(a["bbox"])
         touch = {im["id"] for im in shapes["images"]
                  if unseparated_shapes(as_gray(os.path.join(data, im["file_name"])), boxes.get(im["id"], []))}
         sets["synthetic val"] = (shapes, strokes, data)
-        sets["synthetic val, shapes touch"] = (restrict(shapes, touch), restrict(strokes, touch), data)
+        sets["synthetic val, shapes touch"] = (coco_subset(shapes, touch), coco_subset(strokes, touch), data)
     return sets
 
 

@@ -53,6 +53,21 @@ def load_coco(path) -> dict:
 # metrics
 
 
+def coco_subset(gt: dict, image_ids) -> dict:
+    """The COCO dict restricted to the given image ids (its images and their annotations)."""
+    keep = set(image_ids)
+    return dict(gt, images=[im for im in gt["images"] if im["id"] in keep],
+                annotations=[a for a in gt.get("annotations", []) if a["image_id"] in keep])
+
+
+def val_split(gt: dict) -> dict:
+    """A synthetic dataset's file (image records with ``split``) restricted to its val split; any
+    other COCO dict as it is."""
+    if not any(im.get("split") == "val" for im in gt["images"]):
+        return gt
+    return coco_subset(gt, [im["id"] for im in gt["images"] if im.get("split") == "val"])
+
+
 def _slim_gt(gt: dict) -> dict:
     """A copy of the fields COCOeval needs, so that it neither mutates nor drags the caller's dict."""
     images = [{"id": im["id"], "width": im.get("width", 0), "height": im.get("height", 0)} for im in gt["images"]]
@@ -265,11 +280,10 @@ def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: boo
     gt = load_coco(coco_path)
     root = Path(images_root) if images_root is not None else coco_path.parent
     if split is not None:
-        images = [im for im in gt["images"] if im.get("split") == split]
+        images = [im["id"] for im in gt["images"] if im.get("split") == split]
         if not images:
             raise System1Error(f"no images with split {split!r} in {coco_path}")
-        keep = {im["id"] for im in images}
-        gt = dict(gt, images=images, annotations=[a for a in gt["annotations"] if a["image_id"] in keep])
+        gt = coco_subset(gt, images)
     detections: list[dict] = []
     spent = 0.0
     for im in tqdm(gt["images"], desc="evaluate", unit="img", disable=not progress):

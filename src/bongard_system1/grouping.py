@@ -243,6 +243,8 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
         gt_shape_index = {a["id"]: n for n, a in enumerate(gshapes)}
         stroke_of_gt = {g: i for i, g in tmatch.items()}
         c_all = [counts["all"]] + ([counts[im["problem_type"]]] if im.get("problem_type") else [])
+        for c in c_all:
+            c["images"] += 1
         good = defaultdict(lambda: [True, True])       # gt shape index -> [exact, exact with styles]
         for g, a in enumerate(gstrokes):
             gs = gt_shape_index.get(a.get("shape_ann_id"))
@@ -257,13 +259,10 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
                 good[gs] = [False, False]
             elif kept[i][0].style != a.get("style"):
                 good[gs][1] = False
-        for k, s in enumerate(parse.shapes):            # strokes put in a shape that are not its own
-            gs = smatch.get(k)
+        for k, gs in smatch.items():                    # strokes put in a found shape that are not its own
             own = {g for g, a in enumerate(gstrokes) if gt_shape_index.get(a.get("shape_ann_id")) == gs}
-            for i, (d, owner) in enumerate(kept):
-                if owner == k and (gs is None or tmatch.get(i) not in own):
-                    if gs is not None:
-                        good[gs] = [False, False]
+            if any(owner == k and tmatch.get(i) not in own for i, (_, owner) in enumerate(kept)):
+                good[gs] = [False, False]
         for c in c_all:
             c["gt_shapes"] += len(gshapes)
             c["kept_shapes"] += len(parse.shapes)
@@ -281,7 +280,7 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
 
     out = {}
     for key, c in counts.items():
-        out[key] = {"images": None, "shapes_found": frac(c["shapes_matched"], c["gt_shapes"]),
+        out[key] = {"images": c["images"], "shapes_found": frac(c["shapes_matched"], c["gt_shapes"]),
                     "shapes_precision": frac(c["shapes_matched"], c["kept_shapes"]),
                     "strokes_found": frac(c["strokes_matched"], c["gt_strokes"]),
                     "strokes_precision": frac(c["strokes_matched"], c["kept_strokes"]),
@@ -289,13 +288,6 @@ def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: fl
                     "shapes_exact": frac(c["shapes_exact"], c["gt_shapes"], True),
                     "shapes_exact_styled": frac(c["shapes_exact_styled"], c["gt_shapes"], True),
                     "gt_shapes": c["gt_shapes"], "gt_strokes": c["gt_strokes"]}
-    types = defaultdict(int)
-    for im in shapes_gt["images"]:
-        types["all"] += 1
-        if im.get("problem_type"):
-            types[im["problem_type"]] += 1
-    for key in out:
-        out[key]["images"] = types[key]
     return out
 
 
@@ -304,19 +296,14 @@ def score_parses(detector, shapes_path, strokes_path, images_root=None, min_scor
     over the images of a shapes file and its strokes file (their val split when images carry one;
     images under ``images_root``, default the shapes file's folder), with the ``min_score``."""
     import os
-    from .evaluate import load_coco
-    from .predict import Detection, as_gray
-    shapes_gt, strokes_gt = load_coco(shapes_path), load_coco(strokes_path)
-    if any(im.get("split") == "val" for im in shapes_gt["images"]):
-        keep = {im["id"] for im in shapes_gt["images"] if im.get("split") == "val"}
-        shapes_gt = dict(shapes_gt, images=[im for im in shapes_gt["images"] if im["id"] in keep],
-                         annotations=[a for a in shapes_gt["annotations"] if a["image_id"] in keep])
+    from .evaluate import load_coco, val_split
+    from .predict import as_gray
+    shapes_gt, strokes_gt = val_split(load_coco(shapes_path)), load_coco(strokes_path)
     root = images_root if images_root is not None else os.path.dirname(os.path.abspath(shapes_path))
     parses = {}
     for im in shapes_gt["images"]:
         gray = as_gray(os.path.join(root, im["file_name"]))
-        dets = [d if isinstance(d, Detection) else Detection(**d) for d in detector.detect(gray)]
-        parses[im["id"]] = parse_detections(gray, dets, min_score, min_score)
+        parses[im["id"]] = parse_detections(gray, detector.detect(gray), min_score, min_score)
     return dict(parse_scores(shapes_gt, strokes_gt, parses), min_score=min_score)
 
 
