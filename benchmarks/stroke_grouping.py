@@ -1,6 +1,7 @@
 """Which shape each stroke is drawn in, measured: the grouping rule of ``bongard_system1.grouping`` on
 ground-truth boxes (the rule alone), beside a plain box-overlap rule, and, given a model, whole parses
-(``System1.parse``: kept shapes, kept strokes, each stroke put in a shape) against the ground truth.
+(``System1.parse``: kept shapes, kept strokes, each stroke put in a shape) against the ground truth, at
+each minimum score, with the gaps filled by lower-scored strokes (the default) and without.
 
     python benchmarks/stroke_grouping.py [--real ../shared/real-bongard-logo]
         [--data WORKDIR/processed_data/quick_synthetic] [--run WORKDIR/runs/quick] [--out FILE.json]
@@ -82,13 +83,13 @@ def whole_parses(system, sets):
                 detections[key] = (gray, system.detect(gray))
         seconds = time.perf_counter() - t
         out[name] = {"detect_seconds": round(seconds, 1)}
-        for thr in THRESHOLDS:
+        for thr, fill in ((t, f) for t in THRESHOLDS for f in (grouping.FILL_FLOOR, None)):
             t = time.perf_counter()
-            parses = {im["id"]: grouping.parse_detections(*detections[(root, im["file_name"])], thr, thr)
+            parses = {im["id"]: grouping.parse_detections(*detections[(root, im["file_name"])], thr, thr, fill)
                       for im in shapes["images"]}
             ms = 1000 * (time.perf_counter() - t) / max(len(parses), 1)
-            out[name][f"min score {thr:g}"] = dict(grouping.parse_scores(shapes, strokes, parses),
-                                                    grouping_ms_per_image=round(ms, 2))
+            out[name][f"min score {thr:g}" + ("" if fill else ", no fill")] = dict(
+                grouping.parse_scores(shapes, strokes, parses), grouping_ms_per_image=round(ms, 2))
     return out
 
 
@@ -96,7 +97,7 @@ def show(title, table):
     print(f"\n{title}")
     keys = ("shapes_found", "shapes_precision", "strokes_found", "strokes_precision", "assigned_right",
             "shapes_exact", "shapes_exact_styled")
-    print(f"  {'set':30s} {'variant':16s} {'type':4s} " + " ".join(f"{k[:14]:>14s}" for k in keys))
+    print(f"  {'set':30s} {'variant':22s} {'type':4s} " + " ".join(f"{k[:14]:>14s}" for k in keys))
     for name, variants in table.items():
         for variant, scores in variants.items():
             if not isinstance(scores, dict):
@@ -104,7 +105,7 @@ def show(title, table):
             for typ, s in scores.items():
                 if isinstance(s, dict):
                     cells = (f"{s[k]:14.4f}" if s[k] is not None else f"{'n/a':>14s}" for k in keys)
-                    print(f"  {name:30s} {variant:16s} {typ:4s} " + " ".join(cells))
+                    print(f"  {name:30s} {variant:22s} {typ:4s} " + " ".join(cells))
 
 
 def main():

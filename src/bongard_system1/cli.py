@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parse-out", default=None, metavar="FILE",
                    help="also write each image's shapes, each with the strokes drawn in it, as JSON")
     r.add_argument("--parse-min-score", type=_unit, default=PARSE_MIN_SCORE, metavar="P",
-                   help=f"shapes and strokes kept in --parse-out: score P or more (default {PARSE_MIN_SCORE:g}, "
+                   help=f"shapes and strokes kept in --parse-out: score P or more, and lower-scored strokes that "
+                        f"cover ink no kept stroke covers (default {PARSE_MIN_SCORE:g}, "
                         "chosen for a model with its stroke rescorer; whatever --score-threshold and the "
                         "--coco file's categories keep in --out)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

@@ -5,7 +5,10 @@ is: ground truth, snapped strokes, the hybrid's shapes) meets that ink on all fo
 stroke belongs to the ink component (the classical baseline's: ink, a 9x9 dilation, connected
 components) that reaches the most sides of its box, and to the shape whose box meets that same
 component; where shapes touch or cross, one component holds several shapes, and the stroke goes to
-the one whose box holds most of the stroke's ink. Nothing here is learned, and nothing imports torch.
+the one whose box holds most of the stroke's ink. And since every ink pixel of a shape lies in one of
+its strokes' boxes, ink of a kept shape that no kept stroke covers is a stroke the threshold dropped:
+the best lower-scored stroke that covers it joins (:func:`fill_gaps`). Nothing here is learned, and
+nothing imports torch.
 
 :func:`assign_strokes` is the rule; :func:`parse_detections` applies it to the detections kept at an
 operating point; :func:`parse_scores` measures a set of parses against COCO files whose strokes carry
@@ -27,6 +30,10 @@ from .settings import PARSE_MIN_SCORE
 
 EDGE_BAND = 2          # px: ink this close inside a box's side counts as meeting that side
 TIE = 0.9              # shapes whose boxes hold at least this share of the best one's ink tie
+FILL_MIN_INK = 25      # px of a 512 px image (scaled by area): uncovered ink a stroke must cover to fill a gap
+FILL_NEW_SHARE = 0.5   # ... and at least this share of the stroke box's ink must be uncovered
+FILL_FLOOR = 0.05      # strokes scored this or more (below the parse's threshold) may fill gaps: all that
+                       # System1.detect gives by default
 
 
 def ink_components(gray: np.ndarray, dilate: int = DILATE) -> np.ndarray:
@@ -111,6 +118,51 @@ def assign_strokes(gray: np.ndarray, shape_boxes, stroke_boxes, shape_scores=Non
     return _settle_ties(out, tied, shape_boxes, stroke_boxes)
 
 
+def fill_gaps(gray: np.ndarray, shape_boxes, kept_boxes, spare_boxes, *, labels: np.ndarray | None = None,
+              min_ink: float = FILL_MIN_INK, new_share: float = FILL_NEW_SHARE) -> list[int]:
+    """Which of the ``spare_boxes`` (strokes scored below the threshold, best first) fill the gaps that
+    the ``kept_boxes`` leave in the kept shapes: indices into ``spare_boxes``, in the order taken.
+
+    Every ink pixel of a shape lies in the box of one of its strokes (on the real set's ground truth:
+    every pixel, in all 1,302 shapes). So ink of a kept shape (its component, inside its box) that no
+    kept stroke box covers is a stroke the threshold dropped. The best scored spare stroke that covers
+    ``min_ink`` such pixels or more (``min_ink`` is for a 512 px image and scales with the image's
+    area), with at least ``new_share`` of its box's ink uncovered (not a box over a kept stroke and the
+    gap), joins; then the next, until no spare stroke covers enough of what is left."""
+    gray = np.asarray(gray)
+    labels = ink_components(gray) if labels is None else labels
+    if not len(shape_boxes) or not len(spare_boxes):
+        return []
+    comps = {box_component(labels, b) for b in shape_boxes} - {0}
+    inside = np.zeros(labels.shape, bool)
+    for b in shape_boxes:
+        x0, y0, x1, y1 = _window(b, labels.shape)
+        inside[y0:y1, x0:x1] = True
+    gap = inside & np.isin(labels, list(comps))
+    for b in kept_boxes:
+        x0, y0, x1, y1 = _window(b, labels.shape)
+        gap[y0:y1, x0:x1] = False
+    need = min_ink * labels.shape[0] * labels.shape[1] / 512 ** 2
+    windows = [_window(b, labels.shape) for b in spare_boxes]
+    ink_in = [int((labels[y0:y1, x0:x1] > 0).sum()) for x0, y0, x1, y1 in windows]
+    taken = []
+    while gap.any():
+        pick = None
+        for k, (x0, y0, x1, y1) in enumerate(windows):
+            if k in taken:
+                continue
+            new = int(gap[y0:y1, x0:x1].sum())
+            if new >= need and new >= new_share * ink_in[k]:
+                pick = k                # spare boxes come best first: the first that fits is the best scored
+                break
+        if pick is None:
+            break
+        taken.append(pick)
+        x0, y0, x1, y1 = windows[pick]
+        gap[y0:y1, x0:x1] = False
+    return taken
+
+
 def _settle_ties(owner: list[int], tied: dict, shape_boxes, stroke_boxes) -> list[int]:
     """Strokes whose ink lies in several shapes' boxes nearly alike (where shapes touch, in the boxes'
     overlap) go to the shape whose box they explain: a shape's box is the union of its strokes' boxes,
@@ -168,21 +220,32 @@ def _det_dict(d) -> dict:
 
 
 def parse_detections(gray, detections, shape_threshold: float = PARSE_MIN_SCORE,
-                     stroke_threshold: float = PARSE_MIN_SCORE) -> ImageParse:
+                     stroke_threshold: float = PARSE_MIN_SCORE, fill_floor: float | None = FILL_FLOOR) -> ImageParse:
     """The shapes scored ``shape_threshold`` or more, best first, each with the strokes scored
     ``stroke_threshold`` or more that :func:`assign_strokes` puts in it. ``detections``: objects with
     ``bbox``, ``score``, ``category`` (shape, line or arc) and ``style``, as ``System1.detect`` gives,
-    or dicts with those keys (as the classical baseline gives)."""
+    or dicts with those keys (as the classical baseline gives).
+
+    Strokes scored from ``fill_floor`` up to ``stroke_threshold`` join where they fill a gap, ink of a
+    kept shape that no kept stroke's box covers (:func:`fill_gaps`); they keep their own scores.
+    ``fill_floor=None`` keeps the strokes above the threshold alone."""
     from .predict import Detection            # here: predict imports this module
     detections = [Detection(**d) if isinstance(d, dict) else d for d in detections]
     shapes = sorted((d for d in detections if d.category == "shape" and d.score >= shape_threshold),
                     key=lambda d: -d.score)
-    strokes = sorted((d for d in detections if d.category != "shape" and d.score >= stroke_threshold),
-                     key=lambda d: -d.score)
-    owner = assign_strokes(gray, [s.bbox for s in shapes], [d.bbox for d in strokes], [s.score for s in shapes])
+    strokes = sorted((d for d in detections if d.category != "shape"), key=lambda d: -d.score)
+    kept = [d for d in strokes if d.score >= stroke_threshold]
+    labels = ink_components(np.asarray(gray))
+    if fill_floor is not None and fill_floor < stroke_threshold:
+        spare = [d for d in strokes if fill_floor <= d.score < stroke_threshold]
+        taken = fill_gaps(gray, [s.bbox for s in shapes], [d.bbox for d in kept], [d.bbox for d in spare],
+                          labels=labels)
+        kept += [spare[k] for k in sorted(taken)]
+    owner = assign_strokes(gray, [s.bbox for s in shapes], [d.bbox for d in kept], [s.score for s in shapes],
+                           labels=labels)
     parsed = [ParsedShape(list(s.bbox), float(s.score)) for s in shapes]
     loose = []
-    for d, j in zip(strokes, owner):
+    for d, j in zip(kept, owner):
         (parsed[j].strokes if j >= 0 else loose).append(d)
     return ImageParse(parsed, loose)
 

@@ -320,8 +320,8 @@ class System1:
     def parse(self, image, shape_threshold: float = PARSE_MIN_SCORE,
               stroke_threshold: float = PARSE_MIN_SCORE) -> ImageParse:
         """The image's shapes scored ``shape_threshold`` or more, each with the strokes (scored
-        ``stroke_threshold`` or more) drawn in it, and the kept strokes no kept shape holds
-        (:func:`grouping.parse_detections`)."""
+        ``stroke_threshold`` or more, and lower-scored ones that fill its gaps) drawn in it, and the
+        kept strokes no kept shape holds (:func:`grouping.parse_detections`)."""
         gray = as_gray(image)
         return parse_detections(gray, self.detect(gray), shape_threshold, stroke_threshold)
 
@@ -506,6 +506,6 @@ def cli_predict(args):
         write_json_atomic(args.parse_out, parses, indent=None)
         n_shapes = sum(len(p["shapes"]) for p in parses)
         n_strokes = sum(len(s["strokes"]) for p in parses for s in p["shapes"])
-        print(f"wrote {n_shapes} shapes holding {n_strokes} strokes (scores >= {args.parse_min_score:g}) "
-              f"to {args.parse_out}")
+        print(f"wrote {n_shapes} shapes holding {n_strokes} strokes (scores >= {args.parse_min_score:g}, and "
+              f"lower-scored strokes that fill gaps) to {args.parse_out}")
     return 0
