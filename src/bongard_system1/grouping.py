@@ -142,6 +142,8 @@ def fill_gaps(gray: np.ndarray, shape_boxes, kept_boxes, spare_boxes, *, labels:
     for b in kept_boxes:
         x0, y0, x1, y1 = _window(b, labels.shape)
         gap[y0:y1, x0:x1] = False
+    if not gap.any():                 # the usual case: the kept strokes cover every kept shape's ink
+        return []
     need = min_ink * labels.shape[0] * labels.shape[1] / 512 ** 2
     windows = [_window(b, labels.shape) for b in spare_boxes]
     ink_in = [int((labels[y0:y1, x0:x1] > 0).sum()) for x0, y0, x1, y1 in windows]
