@@ -166,8 +166,8 @@ def test_the_vote_rereads_real_stamped_strokes_called_plain_and_leaves_plain_one
             n[1] += 1
     rate = {k: right / total for k, (right, total) in counts.items()}
     assert min(total for _, total in counts.values()) > 100, counts
-    assert rate[("line", True)] > 0.75 and rate[("arc", True)] > 0.6, rate          # 0.90, 0.79 measured
-    assert rate[("line", False)] > 0.8 and rate[("arc", False)] > 0.8, rate         # 0.92, 0.90 measured
+    assert rate[("line", True)] > 0.75 and rate[("arc", True)] > 0.6, rate          # 0.90, 0.81 measured
+    assert rate[("line", False)] > 0.8 and rate[("arc", False)] > 0.8, rate         # 0.95, 0.96 measured
 
 
 def test_plain_lines_are_reread_only_when_holes_spread_along_them(monkeypatch):
@@ -203,6 +203,19 @@ def test_a_line_called_stamped_reads_the_holes_along_it_when_it_has_enough(monke
         dets = [Detection([100.0, 100.0, 200.0, 200.0], 0.9, "line", "circle")]
         vote.restyle(gray, dets, [[0.0, 0.0, 0.4, 0.3, 0.3]])
         assert dets[0].style == expected, n_along
+
+
+def test_votes_saved_with_another_width_or_without_the_plain_class_still_load_and_vote():
+    """Votes stored by earlier versions (width 32; three classes before the plain one) load with their
+    own shapes and give a style for every stroke called stamped, as today's does."""
+    import bongard_system1.stamps as stamps
+    image, strokes = _stamped_image("square")
+    for classes, width in ((4, stamps.WIDTH), (4, 32), (3, 32)):
+        vote = StampVote(stamps.build_stamp_net(classes, width).state_dict())
+        assert vote.net[0].out_channels == width and vote.net[-1].out_features == classes
+        dets = [Detection(list(strokes[0][0]), 0.9, "line", "circle")]
+        vote.restyle(image, dets, [[0.0, 0.0, 0.4, 0.3, 0.3]])
+        assert dets[0].style in STAMPED
 
 
 @pytest.fixture(scope="module")

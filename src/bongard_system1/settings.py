@@ -88,8 +88,9 @@ STAMP_VOTE_LINE_DISTANCE = 5.0  # ... holes within this many pixels (at 512 px) 
 STAMP_VOTE_LINE_SPAN = 0.2      # ... and spread over at least this fraction of its length
 STAMP_VOTE_ARC_HOLES = 5        # an arc called normal or zigzag with this many holes in its box is re-read
 STAMP_HOLE_MAX_AREA = 150       # stamp holes are white specks of at most this many pixels at 512 px
-# the vote's patches, classes or network; a change retrains the vote (2: a plain class; 3: holes up to 150 px)
-STAMP_VOTE_VERSION = 3
+# the vote's patches, classes or network; a change retrains the vote (2: a plain class; 3: holes up to 150 px;
+# 4: a network of half the width, stamps.WIDTH)
+STAMP_VOTE_VERSION = 4
 # how the vote is read at inference; a change re-evaluates (2: stamped lines read along the line; 3: holes up to 150 px)
 STAMP_VOTE_RULES = 3
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
