@@ -129,10 +129,9 @@ def fill_gaps(gray: np.ndarray, shape_boxes, kept_boxes, spare_boxes, *, labels:
     ``min_ink`` such pixels or more (``min_ink`` is for a 512 px image and scales with the image's
     area), with at least ``new_share`` of its box's ink uncovered (not a box over a kept stroke and the
     gap), joins; then the next, until no spare stroke covers enough of what is left."""
-    gray = np.asarray(gray)
-    labels = ink_components(gray) if labels is None else labels
     if not len(shape_boxes) or not len(spare_boxes):
         return []
+    labels = ink_components(gray) if labels is None else labels
     comps = {box_component(labels, b) for b in shape_boxes} - {0}
     inside = np.zeros(labels.shape, bool)
     for b in shape_boxes:
