@@ -85,11 +85,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = out / ".parts"
     deadline = time.time() + 60
-    while time.time() < deadline and not (parts.exists() and len(list(parts.glob("chunk_*.json"))) >= 1):
+    while time.time() < deadline and not (parts.exists() and len(list(parts.glob("images_*.json"))) >= 1):
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list(parts.glob("chunk_*.json")))
+    done = len(list(parts.glob("images_*.json")))
     assert 1 <= done < 10, "the kill should land mid-run"
     assert not (out / "shapes_coco.json").exists()
     proc = run_cli("generate", "--out", out, *args)
@@ -176,7 +176,7 @@ def _interrupted(out, num_images, monkeypatch, after_chunks=1):
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(out, num_images, 64, seed=3, workers=1, progress=False, quiet=True)
     monkeypatch.setattr(gen, "_work_chunk", real)
-    assert (out / ".parts" / "chunk_00000.json").exists() and not (out / "shapes_coco.json").exists()
+    assert len(list((out / ".parts").glob("images_0000000_*.json"))) == 1 and not (out / "shapes_coco.json").exists()
 
 
 def test_an_image_lost_while_interrupted_is_redrawn_with_its_chunk(tmp_path, monkeypatch):
@@ -197,6 +197,22 @@ def test_a_corrupt_part_file_is_redrawn_and_the_result_is_unchanged(tmp_path, mo
     generate_dataset(ref, 40, 64, seed=3, workers=1, progress=False, quiet=True)
     out = tmp_path / "ds"
     _interrupted(out, 40, monkeypatch)
-    (out / ".parts" / "chunk_00000.json").write_text('[{"index": 0, "pen')     # torn write
+    (out / ".parts" / "images_0000000_0000016.json").write_text('[{"index": 0, "pen')     # torn write
     generate_dataset(out, 40, 64, seed=3, workers=2, progress=False, quiet=True)
     assert tree_digest(out) == tree_digest(ref)
+
+
+def test_a_run_resumed_with_other_workers_keeps_its_chunks_and_redraws_nothing(tmp_path, monkeypatch):
+    # 200 images come in chunks of 50 with one worker and of 25 with two: the resumed run must keep
+    # the chunks the first run chose, whatever --workers it is given.
+    ref = tmp_path / "ref"
+    generate_dataset(ref, 200, 64, seed=3, workers=2, progress=False, quiet=True)
+    out = tmp_path / "ds"
+    _interrupted(out, 200, monkeypatch)
+    assert [p.name for p in (out / ".parts").iterdir()] == ["images_0000000_0000050.json"]
+    first = (out / "images" / "000000.png").stat().st_mtime_ns
+    proc = run_cli("generate", "--out", out, "--num-images", 200, "--image-size", 64, "--seed", 3, "--workers", 2,
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert tree_digest(out) == tree_digest(ref)
+    assert (out / "images" / "000000.png").stat().st_mtime_ns == first     # the finished chunk was not redrawn

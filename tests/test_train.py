@@ -85,6 +85,26 @@ def test_early_epochs_see_smaller_images_with_their_boxes_scaled_alike(run, data
         assert torch.all(t["boxes"][:, 2:].max(0).values >= hi - 1)
 
 
+@pytest.mark.parametrize("size", [128, 96])
+def test_augmented_boxes_stay_on_the_ink(data, size):
+    # rotations, flips, scale and translation jitter and blur, at the data's size and resized: every
+    # image's shape boxes together span its ink (pixels under 90% white; anti-aliased and blurred edges:
+    # within 2 px)
+    from bongard_system1.data.dataset import DetectionDataset
+    ds = DetectionDataset(data, size, categories="shapes", split="train", augment=True)
+    worst = 0.0
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            x, t = ds[i]
+            ys, xs = (x[0] < 0.9).nonzero(as_tuple=True)
+            ink = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+            b = t["boxes"]
+            span = torch.stack([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+            worst = max(worst, float((span - ink).abs().max()))
+    assert worst <= 2.0          # 1.29 px at both sizes (2026-12-01)
+
+
 def test_an_early_scale_of_one_keeps_the_config_hash_of_runs_made_before_it():
     from bongard_system1.train import TrainConfig
     off = TrainConfig(data_dir="d", early_scale=1.0)
@@ -123,6 +143,40 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
     assert "corrupt" in proc.stderr and "resuming" in proc.stderr and "after epoch 1" in proc.stderr
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    # killed after last.pt was written but before metrics.csv and the curves: the next run writes them
+    rows = (out / "metrics.csv").read_text().splitlines()
+    (out / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")
+    (out / "training_curves.png").unlink()
+    res = train_detector(data, out, **TINY)
+    assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"] and len(res["history"]) == 2
+    assert (out / "training_curves.png").is_file()
+
+
+def test_a_second_training_in_the_same_run_folder_is_refused(data, tmp_path):
+    from bongard_system1.train import _run_folder_lock
+    out = tmp_path / "busy"
+    with _run_folder_lock(str(out)):          # as a first training holds it while it runs
+        with pytest.raises(System1Error, match="another training run is using"):
+            train_detector(data, out, **TINY)
+    assert sorted(p.name for p in out.iterdir()) == [".train.lock"]         # nothing written
+
+
+@pytest.mark.parametrize("split,words", [("val", "has no training images"), ("train", "has no validation images")])
+def test_a_dataset_without_a_split_is_refused_and_a_restart_keeps_the_old_run(run, data, tmp_path, split, words):
+    import shutil
+    bad = tmp_path / "ds"
+    shutil.copytree(data, bad)
+    for name in ("shapes_coco.json", "strokes_coco.json"):
+        doc = json.loads((bad / name).read_text())
+        for im in doc["images"]:
+            im["split"] = split
+        (bad / name).write_text(json.dumps(doc))
+    old = tmp_path / "old"
+    shutil.copytree(run[0], old)
+    best = (old / "best.pt").read_bytes()
+    with pytest.raises(System1Error, match=words):
+        train_detector(bad, old, restart=True, **TINY)
+    assert (old / "best.pt").read_bytes() == best and (old / "last.pt").is_file()
 
 
 def _train_cmd(data, out, epochs):

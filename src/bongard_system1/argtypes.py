@@ -6,6 +6,7 @@ Standard library only, so ``--help`` and ``status`` stay fast.
 from __future__ import annotations
 
 import argparse
+import math
 
 from .settings import MAX_TEST_SIZES, TEST_SIZE_RANGE
 
@@ -32,7 +33,9 @@ def _number(kind, test, expected):
 
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
-positive_float = _number(float, lambda v: v > 0, "a positive number")
+positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+image_px = _number(int, lambda v: 16 <= v <= 4096, "an image size from 16 to 4096 px")
+seed_int = _number(int, lambda v: 0 <= v < 2**31, "a seed from 0 to 2147483647")
 open_fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
 scale_fraction = _number(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
 half_open_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")

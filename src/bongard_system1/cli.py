@@ -13,9 +13,12 @@ import sys
 
 from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
+from .argtypes import image_px as _image_px
 from .argtypes import non_negative_int as _non_negative_int
+from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import scale_fraction as _scale
+from .argtypes import seed_int as _seed
 from .argtypes import test_sizes_px
 from .argtypes import unit_fraction as _unit
 from .errors import run_guarded
@@ -45,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write a synthetic Bongard-LOGO dataset with COCO boxes")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--num-images", type=_positive_int, required=True)
-    g.add_argument("--image-size", type=_positive_int, default=416)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--image-size", type=_image_px, default=416)
+    g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
     g.add_argument("--val-fraction", type=_fraction, default=0.1)
     g.add_argument("--max-shapes", type=_positive_int, default=3, help="shapes per image: 1 to this")
@@ -57,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--program", action="append", required=True,
                    help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750")
     d.add_argument("--out", required=True, help="PNG file to write")
-    d.add_argument("--size", type=_positive_int, default=512)
-    d.add_argument("--scale", type=float, default=180.0, help="scaling factor of every shape (turtle units)")
+    d.add_argument("--size", type=_image_px, default=512)
+    d.add_argument("--scale", type=_positive_float, default=180.0, help="scaling factor of every shape (turtle units)")
     d.set_defaults(handler="bongard_system1.logo.render:cli_draw")
 
     v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")
@@ -75,16 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--categories", choices=["shapes", "strokes", "all"], default="all")
     t.add_argument("--epochs", type=_positive_int, default=8, help="default 8, as the quick profile")
     t.add_argument("--batch-size", type=_positive_int, default=8)
-    t.add_argument("--image-size", type=_positive_int, default=416,
+    t.add_argument("--image-size", type=_image_px, default=416,
                    help="training input size in px (default 416, as the quick profile)")
     t.add_argument("--early-scale", type=_scale, default=0.75, metavar="F",
                    help="progressive resizing: the first half of the one-cycle epochs train at F times the "
                         "image size (default 0.75: 320 px for 416, as the quick profile; 1: off)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--workers", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--lr", type=float, default=None, help="peak OneCycleLR learning rate")
-    t.add_argument("--time-budget", type=float, default=None, help="minutes; epochs shrink to fit")
+    t.add_argument("--workers", type=_non_negative_int, default=None, help="loader processes (default: 0 on CPU)")
+    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--lr", type=_positive_float, default=None, help="peak OneCycleLR learning rate")
+    t.add_argument("--time-budget", type=_positive_float, default=None, help="minutes; epochs shrink to fit")
     t.add_argument("--stamp-images", type=_non_negative_int, default=3000, metavar="N",
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
     t.add_argument("--rescore-images", type=_non_negative_int, default=800, metavar="N",
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-rescore", action="store_true", help=_NO_RESCORE_HELP)
     e.add_argument("--views", type=int, choices=range(1, MAX_VIEWS + 1), default=None, metavar="N", help=_VIEWS_HELP)
     e.add_argument("--fp32", action="store_true", help=_FP32_HELP)
+    e.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     e.set_defaults(handler="bongard_system1.evaluate:cli_evaluate")
 
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
@@ -125,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "chosen for a model with its stroke rescorer; whatever --score-threshold and the "
                         "--coco file's categories keep in --out)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    r.add_argument("--score-threshold", type=float, default=0.05)
+    r.add_argument("--score-threshold", type=_unit, default=0.05,
+                   help="write detections scored this or more (default 0.05, the lowest the model keeps)")
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")
     r.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
     r.add_argument("--test-size", type=test_sizes_px, default=None, metavar="S", help=_TEST_SIZE_HELP)
@@ -133,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-rescore", action="store_true", help=_NO_RESCORE_HELP)
     r.add_argument("--views", type=int, choices=range(1, MAX_VIEWS + 1), default=None, metavar="N", help=_VIEWS_HELP)
     r.add_argument("--fp32", action="store_true", help=_FP32_HELP)
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     r.set_defaults(handler="bongard_system1.predict:cli_predict")
 
     for name, helptext in (("run", "run the checkpointed pipeline (data, training, evaluation)"),

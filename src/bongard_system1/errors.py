@@ -6,7 +6,8 @@ class System1Error(Exception):
 
 
 def run_guarded(func, *args) -> int:
-    """Call a command's function: a System1Error becomes one ``error: ...`` line and exit status 2."""
+    """Call a command's function: a System1Error (or an OSError: a full disk, an unwritable path)
+    becomes one ``error: ...`` line and exit status 2."""
     import sys
     try:
         return int(func(*args) or 0)
@@ -20,3 +21,7 @@ def run_guarded(func, *args) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:           # a full disk, a file or folder that cannot be written or read
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2

@@ -7,7 +7,6 @@ Nothing here imports torch; model-driven helpers import it lazily.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .boxes import pairwise_iou_xywh
+from .data.coco import read_coco
 from .errors import System1Error
 from .io_utils import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
 
@@ -26,27 +26,9 @@ HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 
 
 def load_coco(path) -> dict:
-    """Read a COCO detection file; a missing file, bad JSON or a non-COCO layout is a System1Error."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise System1Error(f"COCO file not found: {path}") from None
-    except IsADirectoryError:
-        raise System1Error(f"COCO file is a directory, not a file: {path}") from None
-    except json.JSONDecodeError as e:
-        raise System1Error(f"COCO file is not valid JSON: {path} (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError:
-        raise System1Error(f"COCO file is not valid JSON (not UTF-8 text): {path}") from None
-    except OSError as e:
-        raise System1Error(f"cannot read COCO file {path}: {e.strerror or e}") from None
-    if not isinstance(data, dict):
-        raise System1Error(f"not a COCO file (top level is not an object): {path}")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise System1Error(f"not a COCO file (no {', '.join(repr(k) for k in missing)} list): {path}")
-    return data
+    """Read a COCO detection file; a missing file, bad JSON, a non-COCO layout or a record without
+    the fields scoring needs is a System1Error (:func:`data.coco.read_coco`)."""
+    return read_coco(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,6 +266,7 @@ def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: boo
         if not images:
             raise System1Error(f"no images with split {split!r} in {coco_path}")
         gt = coco_subset(gt, images)
+    _check_scorable(gt, coco_path)
     detections: list[dict] = []
     spent = 0.0
     for im in tqdm(gt["images"], desc="evaluate", unit="img", disable=not progress):
@@ -304,6 +287,19 @@ def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: boo
     metrics = coco_metrics(gt, detections, verbose=verbose)
     metrics["ms_per_image"] = 1000.0 * spent / max(1, len(gt["images"]))
     return metrics, detections
+
+
+def _check_scorable(gt: dict, coco_path) -> None:
+    """A COCO file with no image, no box or no category this model finds scores nothing: say so
+    instead of reporting an AP of 0."""
+    if not gt["images"]:
+        raise System1Error(f"{coco_path} lists no images: nothing to score")
+    if not gt["annotations"]:
+        raise System1Error(f"{coco_path} has no ground-truth boxes: nothing to score")
+    names = {c["name"] for c in gt["categories"]}
+    if not names & {"shape", "line", "arc"}:
+        raise System1Error(f"{coco_path}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
+                           "shape, line or arc, the categories this model finds")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,9 +406,15 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
 
 
 def cli_evaluate(args):
+    import sys
+    from .io_utils import check_output_file
+    check_output_file(args.out)
+    if Path(args.out).resolve() == Path(args.coco).resolve():
+        raise System1Error(f"--out {args.out} is the --coco file: give another file for the metrics")
     m = evaluate_model(args.model, args.coco, args.images_root, device=args.device, shape_mode=args.shape_mode,
                        test_size=args.test_size, stamp_vote=not args.no_stamp_vote, views=args.views,
-                       amp=not args.fp32, stroke_mode=args.stroke_mode, rescore=not args.no_rescore)
+                       amp=not args.fp32, stroke_mode=args.stroke_mode, rescore=not args.no_rescore,
+                       progress=not args.no_progress and sys.stderr.isatty())
     write_json_atomic(args.out, m)
     line = f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  AR100 {m['AR100']:.3f}"
     if m.get("style_accuracy") is not None:

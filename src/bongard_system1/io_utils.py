@@ -1,4 +1,4 @@
-"""Small file helpers: atomic JSON writes and SHA-256 digests of files."""
+"""Small file helpers: atomic JSON writes, durable renames and SHA-256 digests of files."""
 
 from __future__ import annotations
 
@@ -35,8 +35,13 @@ def write_json_atomic(path, obj, *, indent: int | None = 2) -> None:
         except FileNotFoundError:
             pass
         raise
-    try:  # make the rename itself durable; not possible everywhere
-        dfd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder) -> None:
+    """Make renames inside ``folder`` durable (fsync the folder itself); not possible everywhere."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -45,6 +50,43 @@ def write_json_atomic(path, obj, *, indent: int | None = 2) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def check_output_file(path, flag: str = "--out") -> None:
+    """Raise a one-line error now, before any work, when ``path`` cannot be written as a file."""
+    from .errors import System1Error
+    path = Path(path)
+    if path.is_dir():
+        raise System1Error(f"{flag} {path} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent      # the nearest existing folder: the write creates the ones below it
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise System1Error(f"{flag} {path}: cannot write in {parent}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise System1Error(f"{flag} {path}: the file is not writable")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def check_output_image(path, flag: str = "--out") -> None:
+    """As :func:`check_output_file`, and the name must end in an image format OpenCV writes."""
+    from .errors import System1Error
+    check_output_file(path, flag)
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        raise System1Error(f"{flag} {path}: give an image file name ({', '.join(IMAGE_SUFFIXES)})")
+
+
+def make_output_dir(path, flag: str) -> None:
+    """Create the folder ``path`` (and its parents), or raise a one-line error."""
+    from .errors import System1Error
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise System1Error(f"{flag} {path}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise System1Error(f"{flag} {path}: cannot write in the folder")
 
 
 def sha256_file(path, *, chunk_size: int = 1 << 20) -> str:

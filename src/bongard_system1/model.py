@@ -43,7 +43,7 @@ def class_names(categories: str) -> list[str]:
 class ModelConfig:
     backbone: str = "resnet18"
     categories: str = "all"
-    image_size: int = 320
+    image_size: int = 416
     fpn_channels: int = 128
     head_convs: int = 2
     image_mean: float = 0.9

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -458,7 +459,16 @@ def _image_list(args):
 
 def cli_predict(args):
     from tqdm import tqdm
-    from .io_utils import write_json_atomic
+    from .io_utils import check_output_file, make_output_dir, write_json_atomic
+    check_output_file(args.out)
+    if args.parse_out:
+        check_output_file(args.parse_out, "--parse-out")
+    inputs = [Path(p).resolve() for p in (args.coco, args.images) if p]
+    for flag, out in (("--out", args.out), ("--parse-out", args.parse_out)):
+        if out and Path(out).resolve() in inputs:
+            raise System1Error(f"{flag} {out} is the input: give another file")
+    if args.overlay_dir:
+        make_output_dir(args.overlay_dir, "--overlay-dir")
     if args.model == "baseline":
         from .baseline import ClassicalBaseline
         detector = ClassicalBaseline()
@@ -472,10 +482,9 @@ def cli_predict(args):
         print(f"note: the stroke scores are not rescored (no rescorer for these settings), so "
               f"--parse-min-score {args.parse_min_score:g} keeps other strokes than it was chosen for",
               file=sys.stderr)
-    if args.overlay_dir:
-        os.makedirs(args.overlay_dir, exist_ok=True)
     results, parses = [], []
-    for image_id, name, path in tqdm(items, unit="img", desc="predict"):
+    progress = not args.no_progress and sys.stderr.isatty()
+    for image_id, name, path in tqdm(items, unit="img", desc="predict", disable=not progress):
         gray = as_gray(path)
         dets = detector.detect(gray)
         dets = [d if isinstance(d, Detection) else Detection(**d) for d in dets]

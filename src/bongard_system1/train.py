@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .errors import System1Error
-from .io_utils import write_json_atomic
+from .io_utils import fsync_dir, write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
@@ -40,9 +40,9 @@ class TrainConfig:
     data_dir: str
     backbone: str = "resnet18"
     categories: str = "all"
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 8
-    image_size: int = 320
+    image_size: int = 416
     seed: int = 0
     lr: float | None = None
     weight_decay: float = 0.05
@@ -84,14 +84,24 @@ def resolve_device(device="auto"):
 
 # ---------------------------------------------------------------- checkpoints
 def _atomic_torch_save(obj, path, keep_previous=None):
+    """Write ``obj`` to ``path`` whole or not at all: a temporary file, fsynced, then renamed over it
+    (the old file first renamed to ``keep_previous`` when given), and the folder fsynced."""
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     if keep_previous and os.path.exists(path):
         os.replace(path, keep_previous)
     os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def _try_load(path):
@@ -226,8 +236,17 @@ def _config_diff(old: dict, new: dict):
 def _dataset_signature(data_dir):
     path = os.path.join(data_dir, "dataset.json")
     if os.path.exists(path):
-        with open(path) as f:
-            m = json.load(f)
+        try:
+            with open(path) as f:
+                m = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise System1Error(f"{path} is not a readable dataset manifest ({exc.__class__.__name__}); "
+                               "generate the dataset again") from None
+        if not isinstance(m, dict):
+            raise System1Error(f"{path} is not a dataset manifest; generate the dataset again")
+        if m.get("status") not in (None, "complete"):
+            raise System1Error(f"{data_dir} is not finished ({path} says {m.get('status')!r}): run the same "
+                               "'system1 generate' again to finish it")
         return {"params": m.get("params"), "num_images": m.get("num_images")}
     from .io_utils import sha256_file
     return {"shapes_sha256": sha256_file(os.path.join(data_dir, "shapes_coco.json"))}
@@ -304,14 +323,46 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
 
 
 # ---------------------------------------------------------------- the loop
-def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
-                   image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
+def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=8, batch_size=8,
+                   image_size=416, device="auto", workers=None, seed=0, lr=None, time_budget=None,
                    restart=False, progress=True, val_images=200, stamp_images=3000, early_scale=0.75,
                    rescore_images=800) -> dict:
     """Train (or resume, or confirm finished) a detector in ``out_dir``, then its stamp vote on
     ``stamp_images`` synthetic images (0: none) and its stroke rescorer on the detector's outputs for
     ``rescore_images`` synthetic images (0: none); returns a summary dict. ``early_scale``: the size of
-    the early epochs relative to ``image_size`` (1: every epoch at full size; see :func:`epoch_plan`)."""
+    the early epochs relative to ``image_size`` (1: every epoch at full size; see :func:`epoch_plan`).
+    One training at a time in a run folder: a second is refused while the first runs."""
+    args = dict(backbone=backbone, categories=categories, epochs=epochs, batch_size=batch_size,
+                image_size=image_size, device=device, workers=workers, seed=seed, lr=lr, time_budget=time_budget,
+                restart=restart, progress=progress, val_images=val_images, stamp_images=stamp_images,
+                early_scale=early_scale, rescore_images=rescore_images)
+    if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
+        raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
+    with _run_folder_lock(out_dir):
+        return _train_detector(data_dir, out_dir, **args)
+
+
+def _run_folder_lock(out_dir):
+    """An flock on ``out_dir/.train.lock`` (released by the kernel if the process dies)."""
+    import filelock
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise System1Error(f"cannot create run folder {out_dir}: {exc.strerror or exc}")
+    lock = filelock.FileLock(os.path.join(out_dir, ".train.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise System1Error(f"another training run is using {out_dir}; wait for it to finish or use another --out") \
+            from None
+    except OSError as exc:
+        raise System1Error(f"cannot lock run folder {out_dir}: {exc.strerror or exc}") from None
+    return lock
+
+
+def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_size, image_size, device, workers,
+                    seed, lr, time_budget, restart, progress, val_images, stamp_images, early_scale,
+                    rescore_images) -> dict:
     from tqdm import tqdm
     from torch.optim.swa_utils import SWALR, AveragedModel
     from .data.dataset import DetectionDataset, collate
@@ -342,12 +393,6 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         diff = _config_diff(state["config"], cfg.result_dict())
         raise System1Error(f"{out_dir} holds a run with another config ({'; '.join(diff)}); "
                            "pass --restart to start over or use another --out")
-    if restart:
-        for f in ("last.pt", "last.prev.pt", "best.pt", "metrics.csv"):
-            p = os.path.join(out_dir, f)
-            if os.path.exists(p):
-                os.remove(p)
-
     torch.manual_seed(cfg.seed)
     if dev == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -359,6 +404,14 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
     train_set = DetectionDataset(data_dir, cfg.image_size, categories, split="train", augment=True, seed=cfg.seed)
     if len(train_set) == 0:
         raise System1Error(f"{data_dir} has no training images")
+    if len(DetectionDataset(data_dir, cfg.image_size, "shapes", split="val", augment=False)) == 0:
+        raise System1Error(f"{data_dir} has no validation images, which choose the best model: generate it with "
+                           "more images or a larger --val-fraction")
+    if restart:         # the inputs are good: only now is the old run deleted
+        for f in ("last.pt", "last.prev.pt", "best.pt", "metrics.csv"):
+            p = os.path.join(out_dir, f)
+            if os.path.exists(p):
+                os.remove(p)
     n_workers = workers if workers is not None else (0 if dev == "cpu" else min(6, os.cpu_count() or 1))
     gen = torch.Generator()
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True
@@ -395,7 +448,8 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):        # empty when saved by a disabled scaler (CPU, bf16): a resume on an fp16 GPU starts it fresh
+            scaler.load_state_dict(state["scaler"])
         if swa_model is not None and state.get("swa_model") is not None:
             swa_model.load_state_dict(state["swa_model"])
             swa_sched.load_state_dict(state["swa_scheduler"])
@@ -404,6 +458,9 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
             torch.cuda.set_rng_state(state["rng_cuda"].cpu())
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best_metric"])
         print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}", file=sys.stderr)
+        if history:     # a kill between last.pt and these two leaves them an epoch short: write them again
+            write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
+            plot_curves(history, os.path.join(out_dir, "training_curves.png"))
 
     def checkpoint(epoch):
         _atomic_torch_save({

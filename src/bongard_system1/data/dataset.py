@@ -9,7 +9,6 @@ on the loader's worker count or on an interrupted run.
 
 from __future__ import annotations
 
-import json
 import os
 
 import cv2
@@ -18,14 +17,20 @@ import torch
 
 from ..errors import System1Error
 from ..model import class_names
+from .coco import read_coco
 
 
 def _load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
-        raise System1Error(f"cannot read {path}: {exc}")
+    """A dataset's COCO file, checked (:func:`coco.read_coco`), with the fields training needs."""
+    doc = read_coco(path)
+    for im in doc["images"]:
+        if not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("width", "height")):
+            raise System1Error(f"{path}: image {im['id']!r} has no 'width' and 'height'")
+    if "strokes" in os.path.basename(str(path)):
+        for i, a in enumerate(doc["annotations"]):
+            if not isinstance(a.get("style"), str):
+                raise System1Error(f"{path}: stroke annotation {i} has no 'style'")
+    return doc
 
 
 def coco_to_targets(data_dir, categories="all", split=None):
@@ -124,7 +129,9 @@ class DetectionDataset(torch.utils.data.Dataset):
             ty = float(rng.uniform(ty_lo, ty_hi)) if ty_hi > ty_lo else (ty_lo + ty_hi) / 2
             m = np.array([[scale, 0, tx], [0, scale, ty]])
             img = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderValue=255)
-            boxes = boxes * scale + np.array([tx, ty, tx, ty])
+            # warpAffine maps pixel centres; box edges lie half a pixel outside them
+            shift = 0.5 * (1.0 - scale)
+            boxes = boxes * scale + np.array([tx, ty, tx, ty]) + shift
         if rng.random() < 0.25:
             img = cv2.GaussianBlur(img, (3, 3), float(rng.uniform(0.3, 0.8)))
         boxes = np.clip(boxes, 0, s)

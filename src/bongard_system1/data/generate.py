@@ -9,8 +9,9 @@ Layout of ``OUT``::
 
 Image ``i`` is drawn from its own random stream ``default_rng([seed, i])``, so the output does not
 depend on the number of workers or on interruptions. Work is done in chunks; a chunk is finished
-when its annotation part (``.parts/chunk_NNNNN.json``) is written, after its images. A rerun with
-the same arguments skips finished chunks (redrawing any whose part is unreadable or whose images
+when its annotation part (``.parts/images_START_STOP.json``) is written, after its images; the
+first run fixes the chunks in the in-progress manifest. A rerun with the same arguments (any
+``--workers``) skips finished chunks (redrawing any whose part is unreadable or whose images
 are missing or cut short); other arguments are refused. The train/val split is a seeded
 permutation: ``round(N * val_fraction)`` images get ``"split": "val"``.
 
@@ -120,12 +121,15 @@ def _work_chunk(job):
                          "strokes": [{"stroke_index": k, "type": a.kind, "style": a.style, "action": str(a), "bbox": b}
                                      for k, (a, b) in enumerate(zip(shape.actions, sboxes)) if b is not None]})
         records.append({"index": i, "pen_width": round(pen, 3), "shapes": objs, "png_bytes": len(data)})
-    write_json_atomic(_part_path(out, chunk), records, indent=None)
+    write_json_atomic(_part_path(out, start, stop), records, indent=None)
     return chunk, records
 
 
-def _chunks(num_images, workers):
-    size = max(16, min(256, math.ceil(num_images / (max(workers, 1) * 4))))
+def _chunk_size(num_images, workers):
+    return max(16, min(256, math.ceil(num_images / (max(workers, 1) * 4))))
+
+
+def _chunks(num_images, size):
     return [(c, s, min(s + size, num_images)) for c, s in enumerate(range(0, num_images, size))]
 
 
@@ -194,17 +198,21 @@ class _Assembler:
         return len(self.images), len(self.shape_anns), len(self.stroke_anns), len(self.vals)
 
 
-def _read_part(out, chunk):
-    """A finished chunk's records, or None when its part file is unreadable (the chunk is then redone)."""
+def _read_part(out, start, stop):
+    """The records of the finished chunk of images ``start`` to ``stop - 1``, or None when its part
+    file is unreadable or holds other images (the chunk is then redone)."""
     try:
-        with open(_part_path(out, chunk)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with open(_part_path(out, start, stop)) as f:
+            records = json.load(f)
+        if [r["index"] for r in records] != list(range(start, stop)):
+            return None
+        return records
+    except (OSError, ValueError, TypeError, KeyError):
         return None
 
 
-def _part_path(out, chunk):
-    return os.path.join(out, ".parts", f"chunk_{chunk:05d}.json")
+def _part_path(out, start, stop):
+    return os.path.join(out, ".parts", f"images_{start:07d}_{stop:07d}.json")
 
 
 def _first_missing(out, records):
@@ -284,15 +292,17 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     try:
         os.makedirs(os.path.join(out, "images"), exist_ok=True)
         os.makedirs(os.path.join(out, ".parts"), exist_ok=True)
-        if manifest is None:
-            manifest = {"params": params, "status": "in_progress"}
+        workers = int(workers or os.cpu_count() or 1)
+        if manifest is None or not isinstance(manifest.get("chunk_size"), int) or manifest["chunk_size"] < 1:
+            # The chunks are fixed by the first run, so a resumed run finds its parts whatever --workers is.
+            manifest = {"params": params, "status": "in_progress",
+                        "chunk_size": _chunk_size(params["num_images"], workers)}
             write_json_atomic(os.path.join(out, "dataset.json"), manifest)
     except OSError as exc:
         raise System1Error(f"cannot write to {out_dir}: {exc.strerror or exc}")
 
-    workers = int(workers or os.cpu_count() or 1)
-    chunks = _chunks(params["num_images"], workers)
-    todo = [c for c in chunks if not os.path.exists(_part_path(out, c[0]))]
+    chunks = _chunks(params["num_images"], manifest["chunk_size"])
+    todo = [c for c in chunks if not os.path.exists(_part_path(out, c[1], c[2]))]
     done_images = params["num_images"] - sum(b - a for _, a, b in todo)
     assembler = _Assembler(params)
     from tqdm import tqdm
@@ -309,7 +319,7 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
                     _, records = next(results)
                     bar.update(len(records))
                 else:
-                    records = _read_part(out, chunk)
+                    records = _read_part(out, a, b)
                     if records is None or _first_missing(out, records) is not None:
                         _, records = _work_chunk((out, chunk, a, b, params))     # redraw it whole
                 assembler.add(records)

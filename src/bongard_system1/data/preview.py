@@ -47,6 +47,8 @@ def preview_grid(data_dir, out_path, num=16, strokes=False, tile=256):
 
 
 def cli_preview(args):
+    from ..io_utils import check_output_image
+    check_output_image(args.out)
     path = preview_grid(args.data, args.out, num=args.num, strokes=args.strokes)
     print(f"wrote {path}")
     return 0

@@ -11,12 +11,11 @@ import os
 import cv2
 import numpy as np
 
+from .. import STYLES
 from ..boxes import iou_xywh
 from ..errors import System1Error
 from .actions import PlacedShape, parse_program
 from .render import render
-
-STYLES = ("normal", "zigzag", "circle", "square", "triangle")
 
 
 def _placed(ann: dict) -> PlacedShape:

@@ -206,6 +206,8 @@ def cli_draw(args):
 
     from .actions import parse_program
     from ..errors import System1Error
+    from ..io_utils import check_output_image
+    check_output_image(args.out)
     n = len(args.program)
     shapes = []
     for k, text in enumerate(args.program):

@@ -13,11 +13,13 @@ import argparse
 from pathlib import Path
 
 from ..argtypes import OneLineParser
+from ..argtypes import image_px as _image_px
 from ..argtypes import non_negative_int as _non_negative_int
 from ..argtypes import open_fraction as _fraction
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
 from ..argtypes import scale_fraction as _scale
+from ..argtypes import seed_int as _seed
 from ..errors import System1Error, run_guarded
 from . import profiles
 from .records import STAGES
@@ -43,7 +45,7 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                       help="same as --profile professional")
     g.add_argument("--dataset_size", "--dataset-size", dest="dataset_size", type=_positive_int, metavar="N",
                    help="synthetic images to generate")
-    g.add_argument("--image_size", "--image-size", dest="image_size", type=_positive_int, metavar="N",
+    g.add_argument("--image_size", "--image-size", dest="image_size", type=_image_px, metavar="N",
                    help="synthetic image size and training input size (pixels)")
     g.add_argument("--epochs", type=_positive_int, metavar="N")
     g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=_positive_int, metavar="N")
@@ -63,7 +65,7 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
     g.add_argument("--rescore_images", "--rescore-images", dest="rescore_images", type=_non_negative_int, metavar="N",
                    help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="loader workers (not part of any config)")
     p.add_argument("--workdir", default=".", metavar="DIR", help="work directory (default: the current directory)")

@@ -112,6 +112,11 @@ def resolve_settings(profile: str, overrides: dict | None = None) -> dict:
         raise System1Error(f"real_max_images must be positive, got {settings['real_max_images']!r}")
     if not 0.0 < float(settings["val_fraction"]) < 1.0:
         raise System1Error(f"val_fraction must be in (0, 1), got {settings['val_fraction']!r}")
+    n_val = round(settings["dataset_size"] * float(settings["val_fraction"]))      # as the generator splits
+    if not 1 <= n_val < settings["dataset_size"]:
+        raise System1Error(f"dataset_size {settings['dataset_size']} with val_fraction {settings['val_fraction']} "
+                           f"gives {n_val} validation and {settings['dataset_size'] - n_val} training images; "
+                           "both must be at least 1")
     if settings["time_budget"] is not None and settings["time_budget"] <= 0:
         raise System1Error(f"time_budget must be positive minutes, got {settings['time_budget']!r}")
     if not 0.0 < float(settings["early_scale"]) <= 1.0:

@@ -7,7 +7,7 @@ its outputs with sizes and sha256, validation counts, metrics and library versio
 
 :meth:`CheckpointManager.decide` says whether a stage must run and why, in words: ``forced``,
 ``no record``, ``config changed: epochs 25 -> 50``, ``upstream changed``, ``output missing``,
-``checkpoint corrupt``, ``previous run interrupted``, ``previous run failed``. Checks come in two
+``output changed`` (an annotation file edited since), ``checkpoint corrupt``, ``previous run interrupted``, ``previous run failed``. Checks come in two
 depths: *cheap* ones (file exists, size and modification time as recorded, image counts) answer
 ``--status`` in well under a second; *deep* ones (sha256 of every output, the annotation files
 parse, the checkpoint loads into a freshly built model) run before a stage is skipped.
@@ -31,8 +31,6 @@ from ..io_utils import sha256_file, write_json_atomic
 
 STAGES = ("data", "training", "evaluation")
 RECORD_FILES = {"data": "data_generation.json", "training": "training.json", "evaluation": "evaluation.json"}
-STAGE_ALIASES = {"data": "data", "data_generation": "data", "training": "training", "train": "training",
-                 "evaluation": "evaluation", "eval": "evaluation"}
 RECORD_VERSION = 1
 VERSIONED_PACKAGES = ("bongard-system1", "torch", "torchvision", "numpy", "opencv-python-headless",
                       "faster-coco-eval", "filelock")
@@ -262,14 +260,14 @@ class CheckpointManager:
             facts = out.get(key)
             if not facts:
                 return "output missing"
-            state = self._file_matches(facts, deep=False)
+            state = self._file_matches(facts, deep=deep)
             if state == "missing":
                 return f"output missing: {facts['path']}"
-            if state == "changed" or deep:
-                # The file changed on disk (or a deep check): it must parse and match the counts.
+            if state == "changed":
+                # Not the file the stage wrote (its sha256 differs): corrupt when it no longer parses or
+                # its counts differ, else edited; either way the stage's outputs are not what it recorded.
                 problem = self._check_coco_counts(self.abs(facts["path"]), key, rec)
-                if problem:
-                    return problem
+                return problem or f"output changed: {facts['path']} is not the file this stage wrote"
         images = count_pngs(self.abs(folder) / "images")
         want = rec.get("validation", {}).get("num_images")
         if images < 0:
@@ -328,7 +326,4 @@ class CheckpointManager:
             return "model missing"
         if state == "changed":
             return "upstream changed"
-        for facts in rec.get("outputs", {}).get("metrics_files", []):
-            if self._file_matches(facts, deep=False) == "missing":
-                return f"output missing: {facts['path']}"
         return None

@@ -14,8 +14,8 @@ from pathlib import Path
 from ..io_utils import write_json_atomic
 from .lock import PipelineLock
 from .records import STAGES, library_versions, now_text, rel
-from .stages import (Context, Reporter, RunOptions, check_writable, stage_data, stage_evaluation,
-                     stage_training)
+from .stages import (Context, Reporter, RunOptions, check_real_data, check_writable, stage_data,
+                     stage_evaluation, stage_training)
 
 
 def run_pipeline(opts: RunOptions) -> dict:
@@ -23,6 +23,7 @@ def run_pipeline(opts: RunOptions) -> dict:
     workdir = Path(opts.workdir).resolve()
     opts.workdir = workdir
     check_writable(workdir)
+    check_real_data(opts.real_data)
     profile = opts.settings["profile"]
     with PipelineLock(workdir):
         log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training.log"))

@@ -43,7 +43,6 @@ from ..io_utils import sha256_file, write_json_atomic
 from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, now_text, rel
 
 DEFAULT_REAL_DATA = "../shared/real-bongard-logo/shapes_coco.json"
-OWNED_DIRS = ("checkpoints", "processed_data", "runs", "results", "logs")
 RESUME_PREFIXES = ("previous run interrupted", "previous run failed")
 
 
@@ -84,11 +83,15 @@ def resolve_real_data(value: str | None) -> str | None:
     """The real set's shapes COCO file: ``value`` (the file or its folder), or the default when it
     exists; ``none`` disables."""
     if value is not None:
-        if value.lower() in ("none", "off", ""):
+        if value.lower() in ("none", "off"):
             return None
+        if not value.strip():
+            raise System1Error("--real-data is empty: give a COCO file, its folder, or none")
         path = Path(value).expanduser()
         if path.is_dir():
             path = path / "shapes_coco.json"
+        elif path.name == "strokes_coco.json" and path.with_name("shapes_coco.json").is_file():
+            path = path.with_name("shapes_coco.json")     # the set is named by its shapes file either way
         if not path.is_file():
             raise System1Error(f"real data file not found: {path}")
         return str(path.resolve())
@@ -104,6 +107,24 @@ def real_data_sha(real_data: str | None) -> str | None:
     for path in real_files(real_data).values():
         h.update(sha256_file(path).encode())
     return h.hexdigest()
+
+
+def check_real_data(real_data: str | None) -> None:
+    """Read the real set's COCO files and look for their images now, before any stage runs, so that a
+    bad ``--real-data`` is one error line at once rather than a failed evaluation after training."""
+    if not real_data:
+        return
+    from ..data.coco import read_coco      # standard library only
+    for path in real_files(real_data).values():
+        doc = read_coco(path)
+        if not doc["images"] or not doc["annotations"]:
+            raise System1Error(f"real data {path} has {len(doc['images'])} images and {len(doc['annotations'])} "
+                               "annotations: nothing to score")
+        root = Path(path).parent
+        missing = [im["file_name"] for im in doc["images"] if not (root / im["file_name"]).is_file()]
+        if missing:
+            raise System1Error(f"real data {path}: {len(missing)} of its {len(doc['images'])} images are missing "
+                               f"(first: {root / missing[0]})")
 
 
 def real_files(real_data: str) -> dict:
@@ -148,6 +169,7 @@ def swap_in(staging: Path, target: Path) -> None:
 
 
 def check_writable(workdir: Path) -> None:
+    """The work directory and the folders every run writes in can be written, or one error line now."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f".system1_write_probe_{os.getpid()}"
@@ -155,6 +177,10 @@ def check_writable(workdir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise System1Error(f"cannot write to work directory {workdir}: {exc.strerror or exc}") from None
+    for name in ("checkpoints", "logs", "results"):
+        if (workdir / name).exists() and not (workdir / name).is_dir():
+            raise System1Error(f"{workdir / name} is a file, where the pipeline keeps its {name}/ folder; "
+                               "move it away or use another --workdir")
 
 
 def _choose_build_dir(decision: Decision, target: Path, workdir: Path) -> tuple[Path, bool]:

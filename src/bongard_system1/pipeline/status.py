@@ -46,6 +46,9 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
             real_data = last.get("real_data")
             flags = " ".join(f"--{k} {v}" for k, v in (last.get("overrides") or {}).items() if v is not None)
             lines.append(f"compared with the last run's settings: --profile {last['profile']}" + (f" {flags}" if flags else ""))
+            if last["profile"] != profiles.DEFAULT_PROFILE or flags:
+                lines.append(f"(a run without these flags is a {profiles.DEFAULT_PROFILE} run: give them again "
+                             "to go on with this one)")
         else:
             settings = profiles.resolve_settings(profiles.DEFAULT_PROFILE)
             lines.append(f"no run recorded yet; compared with the default profile ({profiles.DEFAULT_PROFILE})")
@@ -96,7 +99,8 @@ def _stage_facts(stage: str, rec: dict, mgr: CheckpointManager) -> str:
         if stage == "training":
             c, m = rec.get("config", {}), rec.get("metrics", {})
             if not m:
-                run_dir = (rec.get("outputs") or {}).get("run_dir")
+                # a forced or changed run trains in its staging folder, next to the old run
+                run_dir = rec.get("staging_dir") or (rec.get("outputs") or {}).get("run_dir")
                 progress = run_progress(mgr.abs(run_dir)) if run_dir else None
                 return prefix + f"{c.get('backbone')}, " + (progress or f"{c.get('epochs')} epochs (not finished)")
             best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")

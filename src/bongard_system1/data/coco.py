@@ -1,0 +1,77 @@
+"""Reading COCO detection files: every problem with the file is one ``System1Error`` line.
+
+Standard library only (the pipeline checks a real set with it before any stage runs). Checked: the
+file reads as JSON, holds ``images``, ``annotations`` and ``categories`` lists, each image has an
+``id`` and a ``file_name``, each annotation an ``image_id`` of a listed image, a ``category_id`` of a
+listed category and a ``bbox`` of four finite numbers, and each category an ``id`` and a ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..errors import System1Error
+
+
+def read_coco(path) -> dict:
+    """The COCO dict in ``path``, checked as the module docstring says."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise System1Error(f"COCO file not found: {path}") from None
+    except IsADirectoryError:
+        raise System1Error(f"COCO file is a directory, not a file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise System1Error(f"COCO file is not valid JSON: {path} (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError:
+        raise System1Error(f"COCO file is not valid JSON (not UTF-8 text): {path}") from None
+    except OSError as e:
+        raise System1Error(f"cannot read COCO file {path}: {e.strerror or e}") from None
+    if not isinstance(data, dict):
+        raise System1Error(f"not a COCO file (top level is not an object): {path}")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise System1Error(f"not a COCO file (no {', '.join(repr(k) for k in missing)} list): {path}")
+    problem = coco_problem(data)
+    if problem:
+        raise System1Error(f"not a usable COCO file: {path}: {problem}")
+    return data
+
+
+def _is_id(v) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def coco_problem(data: dict) -> str | None:
+    """The first thing wrong with a COCO dict's records, in words, or None."""
+    image_ids = set()
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not _is_id(im.get("id")):
+            return f"image record {i} has no 'id'"
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            return f"image {im['id']!r} has no 'file_name'"
+        if im["id"] in image_ids:
+            return f"image id {im['id']!r} appears twice"
+        image_ids.add(im["id"])
+    cat_ids = set()
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str):
+            return f"category record {i} has no 'id' or 'name'"
+        cat_ids.add(c["id"])
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            return f"annotation {i} is not an object"
+        if a.get("image_id") not in image_ids:
+            return f"annotation {i} has no 'image_id' of a listed image"
+        if a.get("category_id") not in cat_ids:
+            return f"annotation {i} has no 'category_id' of a listed category"
+        box = a.get("bbox")
+        if (not isinstance(box, list) or len(box) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+                or box[2] < 0 or box[3] < 0):
+            return f"annotation {i} has no 'bbox' of four numbers [x, y, w, h] (w, h >= 0)"
+    return None

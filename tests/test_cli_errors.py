@@ -1,0 +1,138 @@
+"""Bad input on the package's command line: one ``error:`` line, exit status 2, before any work."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from bongard_system1.cli import main
+from bongard_system1.errors import run_guarded
+
+
+def one_error_line(capsys, code):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    return lines[0]
+
+
+def exit_code(argv):
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:       # argparse's errors
+        return exc.code
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--out", "x", "--num-images", 4, "--seed", -1],
+    ["train", "--data", "d", "--out", "r", "--seed", -1],
+    ["train", "--data", "d", "--out", "r", "--workers", -1],
+    ["train", "--data", "d", "--out", "r", "--lr", -0.1],
+    ["train", "--data", "d", "--out", "r", "--lr", "fast"],
+    ["train", "--data", "d", "--out", "r", "--time-budget", 0],
+    ["predict", "--model", "baseline", "--images", "i", "--out", "p.json", "--score-threshold", 1.5],
+    ["predict", "--model", "baseline", "--images", "i", "--out", "p.json", "--score-threshold", "nan"],
+    ["generate", "--out", "x", "--num-images", 4, "--image-size", 100000000],
+    ["generate", "--out", "x", "--num-images", 4, "--seed", 10**30],
+    ["train", "--data", "d", "--out", "r", "--image-size", 100000],
+    ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--scale", "nan"],
+    ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--scale", 0],
+    ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--size", 10**7],
+])
+def test_numbers_out_of_range_are_refused_by_the_parser(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(capsys, exit_code(argv))
+    assert "expected" in line
+    assert not any(tmp_path.iterdir())          # nothing written
+
+
+def test_an_output_that_is_a_folder_or_cannot_be_made_is_refused_before_any_work(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    coco = tmp_path / "c.json"
+    coco.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    line = one_error_line(capsys, exit_code(["evaluate", "--model", "baseline", "--coco", coco, "--out", tmp_path]))
+    assert "is a folder" in line
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--images", images, "--out", images]))
+    assert "is a folder" in line
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--images", images,
+                                             "--out", tmp_path / "p.json", "--overlay-dir", blocker / "sub"]))
+    assert "--overlay-dir" in line and "cannot create" in line
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--images", images,
+                                             "--out", blocker / "p.json"]))
+    assert "cannot write" in line
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_an_os_error_such_as_a_full_disk_is_one_line(capsys):
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/last.pt.tmp")
+    line = one_error_line(capsys, run_guarded(full_disk))
+    assert line == "error: No space left on device (/somewhere/last.pt.tmp)"
+
+
+def _real_like(tmp_path, n_images=2, **changes):
+    """A small COCO file in the real set's layout, with its images on disk; ``changes`` edit it."""
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    doc = {"images": [{"id": i + 1, "file_name": f"images/{i}.png", "width": 64, "height": 64} for i in range(n_images)],
+           "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [4, 4, 20, 20]}
+                           for i in range(n_images)],
+           "categories": [{"id": 1, "name": "shape"}]}
+    import cv2
+    import numpy as np
+    for im in doc["images"]:
+        img = np.full((64, 64), 255, np.uint8)
+        cv2.rectangle(img, (4, 4), (23, 23), 0, 2)
+        cv2.imwrite(str(root / im["file_name"]), img)
+    for key, edit in changes.items():
+        edit(doc[key])
+    path = root / "shapes_coco.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("edit,words", [
+    ({"images": lambda ims: ims[0].pop("file_name")}, "image 1 has no 'file_name'"),
+    ({"images": lambda ims: ims[1].pop("id")}, "image record 1 has no 'id'"),
+    ({"annotations": lambda anns: anns[0].pop("bbox")}, "annotation 0 has no 'bbox'"),
+    ({"annotations": lambda anns: anns[1].update(bbox="abc")}, "annotation 1 has no 'bbox'"),
+    ({"annotations": lambda anns: anns[0].pop("category_id")}, "annotation 0 has no 'category_id'"),
+    ({"categories": lambda cats: cats[0].pop("name")}, "category record 0 has no 'id' or 'name'"),
+    ({"annotations": lambda anns: anns.clear()}, "no ground-truth boxes: nothing to score"),
+    ({"images": lambda ims: ims.clear(), "annotations": lambda anns: anns.clear()}, "lists no images"),
+    ({"categories": lambda cats: cats[0].update(name="dog")}, "none of its categories (dog) is shape, line or arc"),
+])
+def test_a_coco_file_missing_what_scoring_needs_is_one_line(tmp_path, capsys, edit, words):
+    coco = _real_like(tmp_path, **edit)
+    line = one_error_line(capsys, exit_code(["evaluate", "--model", "baseline", "--coco", coco,
+                                             "--out", tmp_path / "m.json"]))
+    assert words in line
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp_path, capsys):
+    coco = _real_like(tmp_path)
+    assert exit_code(["evaluate", "--model", "baseline", "--coco", coco, "--out", tmp_path / "m.json"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["AP50"] == 1.0
+    capsys.readouterr()
+    before = coco.read_text()
+    line = one_error_line(capsys, exit_code(["evaluate", "--model", "baseline", "--coco", coco, "--out", coco]))
+    assert "is the --coco file" in line and coco.read_text() == before
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco, "--out", coco]))
+    assert "is the input" in line and coco.read_text() == before
+
+
+def test_images_are_written_only_under_image_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(capsys, exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", "shape.txt"]))
+    assert "give an image file name" in line
+    line = one_error_line(capsys, exit_code(["preview", "--data", tmp_path, "--out", tmp_path]))
+    assert "is a folder" in line
+    assert exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", "shape.png"]) == 0
+    assert (tmp_path / "shape.png").stat().st_size > 0
