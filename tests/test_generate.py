@@ -157,7 +157,7 @@ def test_a_deleted_image_is_reported_on_rerun(tmp_path):
     generate_dataset(out, 40, 64, seed=2, workers=2, progress=False, quiet=True)
     (out / "images" / "000017.png").unlink()
     proc = run_cli("generate", "--out", out, "--num-images", 40, "--image-size", 64, "--seed", 2, "--workers", 2)
-    assert proc.returncode == 2 and "000017.png is missing or unreadable" in proc.stderr
+    assert proc.returncode == 2 and "000017.png is missing, unreadable or not the size its record says" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -241,17 +241,17 @@ def _unreadable(job):
 
 def validate_dataset(out, workers=1) -> dict:
     """Check a finished dataset: both COCO files parse, every image is there and readable, counts match."""
-    counts = {}
+    from .coco import read_coco
+    counts, docs = {}, {}
     for name in ("shapes_coco.json", "strokes_coco.json"):
-        path = os.path.join(out, name)
         try:
-            with open(path) as f:
-                coco = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise System1Error(f"dataset check failed: {path}: {exc}")
-        counts[name] = (len(coco["images"]), len(coco["annotations"]))
-    with open(os.path.join(out, "shapes_coco.json")) as f:
-        images = json.load(f)["images"]
+            docs[name] = read_coco(os.path.join(out, name))
+        except System1Error as exc:
+            raise System1Error(f"dataset check failed: {exc}") from None
+        counts[name] = (len(docs[name]["images"]), len(docs[name]["annotations"]))
+    images = docs["shapes_coco.json"]["images"]
+    if not all(isinstance(im.get("width"), int) and isinstance(im.get("height"), int) for im in images):
+        raise System1Error(f"dataset check failed: an image record of {out}/shapes_coco.json has no width or height")
     manifest = _read_manifest(out) or {}
     expected = manifest.get("params", {}).get("num_images", len(images))
     if len(images) != expected:
@@ -265,7 +265,7 @@ def validate_dataset(out, workers=1) -> dict:
     else:
         bad = [b for b in map(_unreadable, jobs) if b]
     if bad:
-        raise System1Error(f"dataset check failed: image {bad[0]} is missing or unreadable")
+        raise System1Error(f"dataset check failed: image {bad[0]} is missing, unreadable or not the size its record says")
     return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1]}
 
 
