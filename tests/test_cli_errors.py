@@ -41,6 +41,8 @@ def exit_code(argv):
     ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--scale", "nan"],
     ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--scale", 0],
     ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--size", 10**7],
+    ["draw", "--program", "line_normal_0.500-0.500", "--out", "a.png", "--scale", "1e12"],
+    ["generate", "--out", "x", "--num-images", 4, "--max-shapes", 100000],
 ])
 def test_numbers_out_of_range_are_refused_by_the_parser(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -107,6 +109,9 @@ def _real_like(tmp_path, n_images=2, **changes):
     ({"annotations": lambda anns: anns.clear()}, "no ground-truth boxes: nothing to score"),
     ({"images": lambda ims: ims.clear(), "annotations": lambda anns: anns.clear()}, "lists no images"),
     ({"categories": lambda cats: cats[0].update(name="dog")}, "none of its categories (dog) is shape, line or arc"),
+    ({"images": lambda ims: ims[0].update(id="i1")}, "image record 0 has no 'id'"),
+    ({"categories": lambda cats: cats.append({"id": 1, "name": "line"})}, "category id 1 appears twice"),
+    ({"annotations": lambda anns: anns[0].update(iscrowd="yes")}, "annotation 0 has an 'iscrowd' that is not 0 or 1"),
 ])
 def test_a_coco_file_missing_what_scoring_needs_is_one_line(tmp_path, capsys, edit, words):
     coco = _real_like(tmp_path, **edit)
@@ -123,9 +128,18 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
     capsys.readouterr()
     before = coco.read_text()
     line = one_error_line(capsys, exit_code(["evaluate", "--model", "baseline", "--coco", coco, "--out", coco]))
-    assert "is the --coco file" in line and coco.read_text() == before
+    assert "would overwrite an input" in line and coco.read_text() == before
     line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco, "--out", coco]))
-    assert "is the input" in line and coco.read_text() == before
+    assert "would overwrite an input" in line and coco.read_text() == before
+    image = coco.parent / "images" / "0.png"
+    png = image.read_bytes()
+    for argv in (["predict", "--model", "baseline", "--images", image.parent, "--out", image],
+                 ["predict", "--model", "baseline", "--coco", coco, "--out", tmp_path / "p.json",
+                  "--parse-out", tmp_path / "p.json"],
+                 ["preview", "--data", coco.parent, "--out", image]):
+        line = one_error_line(capsys, exit_code(argv))
+        assert "would overwrite an input" in line, line
+    assert image.read_bytes() == png and not (tmp_path / "p.json").exists()
 
 
 def test_images_are_written_only_under_image_names(tmp_path, monkeypatch, capsys):
@@ -136,3 +150,13 @@ def test_images_are_written_only_under_image_names(tmp_path, monkeypatch, capsys
     assert "is a folder" in line
     assert exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", "shape.png"]) == 0
     assert (tmp_path / "shape.png").stat().st_size > 0
+
+
+def test_predict_on_a_coco_file_with_nothing_to_predict_is_one_line(tmp_path, capsys):
+    coco = _real_like(tmp_path, images=lambda ims: ims.clear(), annotations=lambda anns: anns.clear())
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco,
+                                             "--out", tmp_path / "p.json"]))
+    assert "lists no images" in line and not (tmp_path / "p.json").exists()
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco,
+                                             "--out", tmp_path / "p.json", "--parse-out", ""]))
+    assert "--parse-out is empty" in line

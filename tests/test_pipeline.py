@@ -127,7 +127,7 @@ def real_set(tmp_path):
     (root / "images").mkdir(parents=True)
     images = [{"id": i + 1, "file_name": f"images/{i}.png", "width": 64, "height": 64} for i in range(12)]
     for im in images:
-        (root / im["file_name"]).write_bytes(b"png")
+        (root / im["file_name"]).write_bytes(b"\x89PNG\r\n\x1a\n (the fakes read no pixel)")
     anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 5, 5]} for i in range(12)]
     for name, category in (("shapes_coco.json", "shape"), ("strokes_coco.json", "line")):
         (root / name).write_text(json.dumps({"images": images, "annotations": anns,
@@ -385,6 +385,40 @@ def test_status_follows_a_retrain_in_its_staging_folder(fakes, tmp_path, capsys,
     monkeypatch.setattr(fake, "train_detector", plain)
 
 
+def test_reset_never_deletes_outside_the_work_directory(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    path = wd / "checkpoints" / "data_generation.json"
+    rec = json.loads(path.read_text())
+    rec["outputs"]["dir"] = "../victim"          # a hand-edited record
+    path.write_text(json.dumps(rec))
+    capsys.readouterr()
+    assert run(wd, "--reset", "data") == 2
+    err = capsys.readouterr().err
+    assert "outside the work directory" in err and err.count("\n") == 1
+    assert (victim / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("damage", [lambda r: r.update(outputs=[]), lambda r: r["outputs"].update(shapes_coco="x"),
+                                    lambda r: r.update(validation="none"), lambda r: r["outputs"].pop("dir")])
+def test_a_record_with_a_damaged_layout_counts_as_no_record(fakes, tmp_path, capsys, damage):
+    wd = tmp_path / "wd"
+    run(wd)
+    path = wd / "checkpoints" / "data_generation.json"
+    rec = json.loads(path.read_text())
+    damage(rec)
+    path.write_text(json.dumps(rec))
+    lines, ok = pipeline_status(wd)
+    assert not ok and any("no record" in line for line in lines)
+    capsys.readouterr()
+    assert run(wd) == 0
+    out = capsys.readouterr()
+    assert "is damaged" in out.err and "[data] running: no record" in out.out
+
+
 def test_reset_cascades_lists_and_all_leaves_a_clean_directory(fakes, tmp_path, capsys):
     wd = tmp_path / "wd"
     run(wd)
@@ -479,13 +513,19 @@ def _break_real_set(real_set, how):
         doc = json.loads(real_set.read_text())
         del doc["images"][0]["file_name"]
         real_set.write_text(json.dumps(doc))
+    elif how == "garbage image":
+        (root / "images" / "5.png").write_bytes(b"GIF89a, not what it says")
+    elif how == "no known category":
+        doc = json.loads(real_set.read_text())
+        real_set.write_text(json.dumps(dict(doc, categories=[{"id": 1, "name": "blob"}])))
     elif how == "not json":
         real_set.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
 
 
 @pytest.mark.parametrize("how,words", [("truncated", "is not valid JSON"), ("image missing", "1 of its 12 images are missing"),
                                        ("no boxes", "nothing to score"), ("no file_name", "image 1 has no 'file_name'"),
-                                       ("not json", "not UTF-8")])
+                                       ("not json", "not UTF-8"), ("garbage image", "not PNG or JPEG files"),
+                                       ("no known category", "none of its categories (blob)")])
 def test_a_bad_real_set_is_refused_before_any_stage_and_keeps_the_last_evaluation(fakes, tmp_path, capsys, real_set,
                                                                                  how, words):
     wd = tmp_path / "wd"

@@ -179,6 +179,28 @@ def test_a_dataset_without_a_split_is_refused_and_a_restart_keeps_the_old_run(ru
     assert (old / "best.pt").read_bytes() == best and (old / "last.pt").is_file()
 
 
+@pytest.mark.parametrize("damage,words", [("image", "are missing, unreadable or not the size"),
+                                          ("style", "classes this model does not know: line/weird")])
+def test_a_bad_image_or_class_is_refused_before_training_and_a_restart_keeps_the_old_run(run, data, tmp_path,
+                                                                                        damage, words):
+    import shutil
+    bad = tmp_path / "ds"
+    shutil.copytree(data, bad)
+    if damage == "image":
+        (bad / "images" / "000003.png").write_bytes(b"\x89PNG cut short")
+    else:
+        doc = json.loads((bad / "strokes_coco.json").read_text())
+        line = next(a for a in doc["annotations"] if doc["categories"][a["category_id"] - 1]["name"] == "line")
+        line["style"] = "weird"
+        (bad / "strokes_coco.json").write_text(json.dumps(doc))
+    old = tmp_path / "old"
+    shutil.copytree(run[0], old)
+    before = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file()}
+    with pytest.raises(System1Error, match=words):
+        train_detector(bad, old, restart=True, **TINY)
+    assert all((old / name).read_bytes() == b for name, b in before.items() if name != ".train.lock")
+
+
 def _train_cmd(data, out, epochs):
     return [sys.executable, "-m", "bongard_system1", "train", "--data", str(data), "--out", str(out),
             "--epochs", str(epochs), "--batch-size", "4", "--image-size", "128", "--no-progress", "--seed", "1",

@@ -35,6 +35,8 @@ positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 image_px = _number(int, lambda v: 16 <= v <= 4096, "an image size from 16 to 4096 px")
+turtle_scale = _number(float, lambda v: 0 < v <= 1000, "a scale above 0 and at most 1000 turtle units")
+max_shapes = _number(int, lambda v: 1 <= v <= 8, "1 to 8 shapes")
 seed_int = _number(int, lambda v: 0 <= v < 2**31, "a seed from 0 to 2147483647")
 open_fraction = _number(float, lambda v: 0.0 < v < 1.0, "a number in (0, 1)")
 scale_fraction = _number(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
@@ -42,6 +44,16 @@ half_open_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1
 unit_fraction = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 test_size_px = _number(int, lambda v: TEST_SIZE_RANGE[0] <= v <= TEST_SIZE_RANGE[1],
                        "an integer from {} to {}".format(*TEST_SIZE_RANGE))
+
+
+def non_empty_path(text):
+    """A path that is not an empty string (which would silently mean the current folder)."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
+non_empty_path.__name__ = "path"
 
 
 def test_sizes_px(text):

@@ -14,6 +14,8 @@ import sys
 from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
 from .argtypes import image_px as _image_px
+from .argtypes import max_shapes as _max_shapes
+from .argtypes import turtle_scale as _turtle_scale
 from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
     g.add_argument("--val-fraction", type=_fraction, default=0.1)
-    g.add_argument("--max-shapes", type=_positive_int, default=3, help="shapes per image: 1 to this")
+    g.add_argument("--max-shapes", type=_max_shapes, default=3, help="shapes per image: 1 to this (at most 8)")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(handler="bongard_system1.data.generate:cli_generate")
 
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750")
     d.add_argument("--out", required=True, help="PNG file to write")
     d.add_argument("--size", type=_image_px, default=512)
-    d.add_argument("--scale", type=_positive_float, default=180.0, help="scaling factor of every shape (turtle units)")
+    d.add_argument("--scale", type=_turtle_scale, default=180.0, help="scaling factor of every shape (turtle units)")
     d.set_defaults(handler="bongard_system1.logo.render:cli_draw")
 
     v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")

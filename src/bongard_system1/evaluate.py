@@ -407,10 +407,11 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
 
 def cli_evaluate(args):
     import sys
-    from .io_utils import check_output_file
+    from .io_utils import check_not_an_input, check_output_file
+    if args.images_root is not None and not args.images_root.strip():
+        raise System1Error("--images-root is empty; give a folder")
     check_output_file(args.out)
-    if Path(args.out).resolve() == Path(args.coco).resolve():
-        raise System1Error(f"--out {args.out} is the --coco file: give another file for the metrics")
+    check_not_an_input(args.out, [args.coco, args.images_root, None if args.model == "baseline" else args.model])
     m = evaluate_model(args.model, args.coco, args.images_root, device=args.device, shape_mode=args.shape_mode,
                        test_size=args.test_size, stamp_vote=not args.no_stamp_vote, views=args.views,
                        amp=not args.fp32, stroke_mode=args.stroke_mode, rescore=not args.no_rescore,

@@ -55,9 +55,13 @@ def fsync_dir(folder) -> None:
 def check_output_file(path, flag: str = "--out") -> None:
     """Raise a one-line error now, before any work, when ``path`` cannot be written as a file."""
     from .errors import System1Error
+    if not str(path).strip():
+        raise System1Error(f"{flag} is empty; give a file name")
     path = Path(path)
     if path.is_dir():
         raise System1Error(f"{flag} {path} is a folder; give a file name")
+    if path.exists() and not path.is_file():
+        raise System1Error(f"{flag} {path} is not a regular file (a device or a pipe); give a file name")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent      # the nearest existing folder: the write creates the ones below it
@@ -78,9 +82,24 @@ def check_output_image(path, flag: str = "--out") -> None:
         raise System1Error(f"{flag} {path}: give an image file name ({', '.join(IMAGE_SUFFIXES)})")
 
 
+def check_not_an_input(path, inputs, flag: str = "--out") -> None:
+    """Refuse an output that would overwrite an input: one of the ``inputs`` files, or a file that
+    already exists inside one of the ``inputs`` folders (a model, a COCO file, an image)."""
+    from .errors import System1Error
+    out = Path(path).resolve()
+    for item in inputs:
+        if not item:
+            continue
+        item = Path(item).resolve()
+        if out == item or (item.is_dir() and out.exists() and item in out.parents):
+            raise System1Error(f"{flag} {path} would overwrite an input ({item}); give another file")
+
+
 def make_output_dir(path, flag: str) -> None:
     """Create the folder ``path`` (and its parents), or raise a one-line error."""
     from .errors import System1Error
+    if not str(path).strip():
+        raise System1Error(f"{flag} is empty; give a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -446,6 +445,12 @@ def _image_list(args):
     if args.coco:
         from .evaluate import load_coco
         coco = load_coco(args.coco)
+        if not coco["images"]:
+            raise System1Error(f"{args.coco} lists no images: nothing to predict")
+        names = {c["name"] for c in coco["categories"]}
+        if not names & {"shape", "line", "arc"}:
+            raise System1Error(f"{args.coco}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
+                               "shape, line or arc, the categories this model finds")
         root = args.images_root or os.path.dirname(os.path.abspath(args.coco))
         cats = {c["name"]: c["id"] for c in coco["categories"]}
         return [(im["id"], im["file_name"], os.path.join(root, im["file_name"])) for im in coco["images"]], cats
@@ -459,15 +464,17 @@ def _image_list(args):
 
 def cli_predict(args):
     from tqdm import tqdm
-    from .io_utils import check_output_file, make_output_dir, write_json_atomic
+    from .io_utils import check_not_an_input, check_output_file, make_output_dir, write_json_atomic
+    for flag in ("coco", "images", "images_root"):
+        if getattr(args, flag) is not None and not str(getattr(args, flag)).strip():
+            raise System1Error(f"--{flag.replace('_', '-')} is empty; give a path")
+    inputs = [args.coco, args.images, args.images_root, None if args.model == "baseline" else args.model]
     check_output_file(args.out)
-    if args.parse_out:
+    check_not_an_input(args.out, inputs)
+    if args.parse_out is not None:
         check_output_file(args.parse_out, "--parse-out")
-    inputs = [Path(p).resolve() for p in (args.coco, args.images) if p]
-    for flag, out in (("--out", args.out), ("--parse-out", args.parse_out)):
-        if out and Path(out).resolve() in inputs:
-            raise System1Error(f"{flag} {out} is the input: give another file")
-    if args.overlay_dir:
+        check_not_an_input(args.parse_out, inputs + [args.out], "--parse-out")
+    if args.overlay_dir is not None:
         make_output_dir(args.overlay_dir, "--overlay-dir")
     if args.model == "baseline":
         from .baseline import ClassicalBaseline

@@ -365,7 +365,7 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
                     rescore_images) -> dict:
     from tqdm import tqdm
     from torch.optim.swa_utils import SWALR, AveragedModel
-    from .data.dataset import DetectionDataset, collate
+    from .data.dataset import DetectionDataset, collate, unreadable_images
 
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("image_size", image_size)):
         if int(v) <= 0:
@@ -404,14 +404,15 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
     train_set = DetectionDataset(data_dir, cfg.image_size, categories, split="train", augment=True, seed=cfg.seed)
     if len(train_set) == 0:
         raise System1Error(f"{data_dir} has no training images")
-    if len(DetectionDataset(data_dir, cfg.image_size, "shapes", split="val", augment=False)) == 0:
+    val_set = DetectionDataset(data_dir, cfg.image_size, "shapes", split="val", augment=False)
+    if len(val_set) == 0:
         raise System1Error(f"{data_dir} has no validation images, which choose the best model: generate it with "
                            "more images or a larger --val-fraction")
-    if restart:         # the inputs are good: only now is the old run deleted
-        for f in ("last.pt", "last.prev.pt", "best.pt", "metrics.csv"):
-            p = os.path.join(out_dir, f)
-            if os.path.exists(p):
-                os.remove(p)
+    if state is None or int(state["epoch"]) < epochs:      # every image read once before training on them
+        bad = unreadable_images(train_set.records + val_set.records)
+        if bad:
+            raise System1Error(f"{len(bad)} image(s) of {data_dir} are missing, unreadable or not the size their "
+                               f"record says (first: {bad[0]}); generate the dataset again")
     n_workers = workers if workers is not None else (0 if dev == "cpu" else min(6, os.cpu_count() or 1))
     gen = torch.Generator()
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True
@@ -462,7 +463,15 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
             write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
             plot_curves(history, os.path.join(out_dir, "training_curves.png"))
 
+    old_run = restart          # --restart: the old run's files go only when the new run's first epoch is done
+
     def checkpoint(epoch):
+        nonlocal old_run
+        if old_run:
+            for f in ("last.pt", "last.prev.pt"):
+                if os.path.exists(os.path.join(out_dir, f)):
+                    os.remove(os.path.join(out_dir, f))
+            old_run = False
         _atomic_torch_save({
             "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": cfg.result_dict(), "config_hash": cfg.hash(),
             "model_config": mcfg.to_dict(), "class_names": names, "model": model_state(model),

@@ -2,8 +2,10 @@
 
 Standard library only (the pipeline checks a real set with it before any stage runs). Checked: the
 file reads as JSON, holds ``images``, ``annotations`` and ``categories`` lists, each image has an
-``id`` and a ``file_name``, each annotation an ``image_id`` of a listed image, a ``category_id`` of a
-listed category and a ``bbox`` of four finite numbers, and each category an ``id`` and a ``name``.
+integer ``id`` (once) and a ``file_name``, each annotation an ``image_id`` of a listed image, a
+``category_id`` of a listed category and a ``bbox`` of four finite numbers, and each category an
+integer ``id`` (once) and a ``name``; optional fields (``area``, ``iscrowd``, ``problem_type``) have
+the types COCO tools expect.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def read_coco(path) -> dict:
 
 
 def _is_id(v) -> bool:
-    return isinstance(v, (int, str)) and not isinstance(v, bool)
+    return isinstance(v, int) and not isinstance(v, bool)          # COCO's ids are integers
 
 
 def coco_problem(data: dict) -> str | None:
@@ -56,15 +58,21 @@ def coco_problem(data: dict) -> str | None:
             return f"image {im['id']!r} has no 'file_name'"
         if im["id"] in image_ids:
             return f"image id {im['id']!r} appears twice"
+        if "problem_type" in im and not isinstance(im["problem_type"], str):
+            return f"image {im['id']!r} has a 'problem_type' that is not a name"
         image_ids.add(im["id"])
     cat_ids = set()
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str):
             return f"category record {i} has no 'id' or 'name'"
+        if c["id"] in cat_ids:
+            return f"category id {c['id']!r} appears twice"
         cat_ids.add(c["id"])
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             return f"annotation {i} is not an object"
+        if "id" in a and not _is_id(a["id"]):
+            return f"annotation {i} has an 'id' that is not an integer"
         if a.get("image_id") not in image_ids:
             return f"annotation {i} has no 'image_id' of a listed image"
         if a.get("category_id") not in cat_ids:
@@ -74,4 +82,8 @@ def coco_problem(data: dict) -> str | None:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
                 or box[2] < 0 or box[3] < 0):
             return f"annotation {i} has no 'bbox' of four numbers [x, y, w, h] (w, h >= 0)"
+        if "area" in a and not (isinstance(a["area"], (int, float)) and not isinstance(a["area"], bool)):
+            return f"annotation {i} has an 'area' that is not a number"
+        if "iscrowd" in a and a["iscrowd"] not in (0, 1):
+            return f"annotation {i} has an 'iscrowd' that is not 0 or 1"
     return None

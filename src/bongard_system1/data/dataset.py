@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from .. import STYLES
 from ..errors import System1Error
 from ..model import class_names
 from .coco import read_coco
@@ -49,6 +50,11 @@ def coco_to_targets(data_dir, categories="all", split=None):
         for a in strokes["annotations"]:
             if a["image_id"] in per_image:
                 per_image[a["image_id"]].append((a["bbox"], f"{cat[a['category_id']]}/{a['style']}"))
+    known = set(class_names(categories))
+    unknown = sorted({n for boxes in per_image.values() for _, n in boxes if n not in known})
+    if unknown:
+        raise System1Error(f"{data_dir}: classes this model does not know: {', '.join(unknown[:5])} "
+                           f"(it knows shape and line or arc with a style of {', '.join(STYLES)})")
     out = []
     for im in images:
         boxes = [[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b, _ in per_image[im["id"]]]
@@ -56,6 +62,16 @@ def coco_to_targets(data_dir, categories="all", split=None):
                     "width": im["width"], "height": im["height"], "boxes": boxes,
                     "names": [n for _, n in per_image[im["id"]]]})
     return out
+
+
+def unreadable_images(records) -> list[str]:
+    """Paths of the records' images that are missing, unreadable or not the size their record says."""
+    bad = []
+    for rec in records:
+        img = cv2.imread(rec["path"], cv2.IMREAD_GRAYSCALE) if os.path.isfile(rec["path"]) else None
+        if img is None or img.shape != (rec["height"], rec["width"]):
+            bad.append(rec["path"])
+    return bad
 
 
 def read_gray(path):

@@ -139,9 +139,12 @@ def _read_manifest(out):
         return None
     try:
         with open(path) as f:
-            return json.load(f)
+            manifest = json.load(f)
     except (OSError, ValueError) as exc:
         raise System1Error(f"{path} is not valid JSON ({exc}); delete the folder or choose another --out")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("params", {}), dict):
+        raise System1Error(f"{path} is not a dataset manifest; delete the folder or choose another --out")
+    return manifest
 
 
 def _differences(old, new):
@@ -205,6 +208,8 @@ def _read_part(out, start, stop):
         with open(_part_path(out, start, stop)) as f:
             records = json.load(f)
         if [r["index"] for r in records] != list(range(start, stop)):
+            return None
+        if not all(isinstance(r.get("shapes"), list) and "pen_width" in r and "png_bytes" in r for r in records):
             return None
         return records
     except (OSError, ValueError, TypeError, KeyError):

@@ -47,8 +47,9 @@ def preview_grid(data_dir, out_path, num=16, strokes=False, tile=256):
 
 
 def cli_preview(args):
-    from ..io_utils import check_output_image
+    from ..io_utils import check_not_an_input, check_output_image
     check_output_image(args.out)
+    check_not_an_input(args.out, [args.data])
     path = preview_grid(args.data, args.out, num=args.num, strokes=args.strokes)
     print(f"wrote {path}")
     return 0

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ..argtypes import OneLineParser
 from ..argtypes import image_px as _image_px
+from ..argtypes import max_shapes as _max_shapes
+from ..argtypes import non_empty_path as _path
 from ..argtypes import non_negative_int as _non_negative_int
 from ..argtypes import open_fraction as _fraction
 from ..argtypes import positive_float as _positive_float
@@ -58,7 +60,7 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                    help="progressive resizing: the first half of the one-cycle epochs train at F times the "
                         "image size (1: off)")
     g.add_argument("--val_fraction", "--val-fraction", dest="val_fraction", type=_fraction, metavar="F")
-    g.add_argument("--max_shapes", "--max-shapes", dest="max_shapes", type=_positive_int, metavar="N")
+    g.add_argument("--max_shapes", "--max-shapes", dest="max_shapes", type=_max_shapes, metavar="N")
     g.add_argument("--real_max_images", "--real-max-images", dest="real_max_images", type=_positive_int,
                    metavar="N", help="evaluate on at most N real images (spread over the set)")
     g.add_argument("--stamp_images", "--stamp-images", dest="stamp_images", type=_non_negative_int, metavar="N",
@@ -68,7 +70,7 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g.add_argument("--seed", type=_seed)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="loader workers (not part of any config)")
-    p.add_argument("--workdir", default=".", metavar="DIR", help="work directory (default: the current directory)")
+    p.add_argument("--workdir", default=".", type=_path, metavar="DIR", help="work directory (default: the current directory)")
     p.add_argument("--real-data", "--real_data", dest="real_data", default=None, metavar="PATH",
                    help="real COCO shapes file or its folder (default: ../shared/real-bongard-logo/shapes_coco.json when it "
                         "exists; 'none' for no real set)")
@@ -195,7 +197,7 @@ def cli_reset(args) -> int:
     p = OneLineParser(prog="system1 reset", description="Delete a stage's records and outputs, and "
                       "everything downstream; lists what it deleted.")
     p.add_argument("stage", choices=RESET_CHOICES)
-    p.add_argument("--workdir", default=".", metavar="DIR")
+    p.add_argument("--workdir", default=".", type=_path, metavar="DIR")
     ns = p.parse_args(list(args.rest))
     return do_reset(ns.workdir, ns.stage)
 

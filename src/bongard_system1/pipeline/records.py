@@ -120,6 +120,31 @@ class Decision:
     warning: str | None = None     # e.g. a record that was not valid JSON
 
 
+def _record_problem(rec: dict) -> str | None:
+    """What is wrong with the layout of a record that parses, or None (hand-edited or damaged ones
+    are then treated as no record, not as a traceback)."""
+    for key in ("outputs", "validation", "metrics", "config"):
+        if rec.get(key) is not None and not isinstance(rec[key], dict):
+            return f"{key!r} is not an object"
+    for key, facts in (rec.get("outputs") or {}).items():
+        if isinstance(facts, dict):
+            if not isinstance(facts.get("path"), str):
+                return f"outputs.{key} has no path"
+        elif not isinstance(facts, (str, type(None))):
+            return f"outputs.{key} is neither a path nor a file record"
+    if rec.get("status") == "complete" and rec.get("stage") in ("data", "training"):
+        need = {"data": ("dir", "shapes_coco", "strokes_coco", "manifest"),
+                "training": ("run_dir", "best_checkpoint")}[rec["stage"]]
+        outputs = rec.get("outputs") or {}
+        missing = [k for k in need if k not in outputs]
+        if missing:
+            return f"outputs without {', '.join(missing)}"
+        files = [k for k in need if k not in ("dir", "run_dir")]
+        if any(not isinstance(outputs[k], dict) for k in files):
+            return "an output file without its size and sha256"
+    return None
+
+
 class CheckpointManager:
     """Reads, writes and validates the per-stage records of one work directory."""
 
@@ -157,6 +182,9 @@ class CheckpointManager:
             return None, f"{rel(path, self.workdir)} is not valid JSON ({exc}); treating it as no record"
         if not isinstance(rec, dict) or rec.get("stage") != stage:
             return None, f"{rel(path, self.workdir)} is not a {stage} record; treating it as no record"
+        problem = _record_problem(rec)
+        if problem:
+            return None, f"{rel(path, self.workdir)} is damaged ({problem}); treating it as no record"
         return rec, None
 
     def write(self, stage: str, record: dict) -> None:

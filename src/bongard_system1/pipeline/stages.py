@@ -120,11 +120,25 @@ def check_real_data(real_data: str | None) -> None:
         if not doc["images"] or not doc["annotations"]:
             raise System1Error(f"real data {path} has {len(doc['images'])} images and {len(doc['annotations'])} "
                                "annotations: nothing to score")
+        names = {c["name"] for c in doc["categories"]}
+        if not names & {"shape", "line", "arc"}:
+            raise System1Error(f"real data {path}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
+                               "shape, line or arc")
         root = Path(path).parent
-        missing = [im["file_name"] for im in doc["images"] if not (root / im["file_name"]).is_file()]
+        missing = [im["file_name"] for im in doc["images"] if not _looks_like_an_image(root / im["file_name"])]
         if missing:
-            raise System1Error(f"real data {path}: {len(missing)} of its {len(doc['images'])} images are missing "
-                               f"(first: {root / missing[0]})")
+            raise System1Error(f"real data {path}: {len(missing)} of its {len(doc['images'])} images are missing or "
+                               f"not PNG or JPEG files (first: {root / missing[0]})")
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    """The file is there and starts as a PNG or a JPEG does (read in full later, by OpenCV)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff")
 
 
 def real_files(real_data: str) -> dict:
@@ -177,7 +191,7 @@ def check_writable(workdir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise System1Error(f"cannot write to work directory {workdir}: {exc.strerror or exc}") from None
-    for name in ("checkpoints", "logs", "results"):
+    for name in ("checkpoints", "logs", "results", "runs", "processed_data"):
         if (workdir / name).exists() and not (workdir / name).is_dir():
             raise System1Error(f"{workdir / name} is a file, where the pipeline keeps its {name}/ folder; "
                                "move it away or use another --workdir")

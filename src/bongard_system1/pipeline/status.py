@@ -132,6 +132,13 @@ def reset_stage(workdir, stage: str) -> list[str]:
     deleted: list[str] = []
 
     def remove(path: Path) -> None:
+        try:      # a record names its outputs; a hand-edited one must not reach outside the work directory
+            path.parent.resolve().relative_to(workdir)
+        except ValueError:
+            raise System1Error(f"refusing to delete {path}: it is outside the work directory {workdir} "
+                               "(a record names it; delete that record by hand)") from None
+        if path.resolve() == workdir:
+            raise System1Error(f"refusing to delete the work directory {workdir} itself (a record names it)")
         if path.exists() or path.is_symlink():
             is_dir = path.is_dir() and not path.is_symlink()
             rmtree(path)
