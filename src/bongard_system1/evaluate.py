@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .boxes import pairwise_iou_xywh
-from .data.coco import read_coco
+from .data.coco import check_usable, read_coco
 from .errors import System1Error
 from .io_utils import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
 
@@ -266,7 +266,7 @@ def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: boo
         if not images:
             raise System1Error(f"no images with split {split!r} in {coco_path}")
         gt = coco_subset(gt, images)
-    _check_scorable(gt, coco_path)
+    check_usable(gt, coco_path)
     detections: list[dict] = []
     spent = 0.0
     for im in tqdm(gt["images"], desc="evaluate", unit="img", disable=not progress):
@@ -287,19 +287,6 @@ def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: boo
     metrics = coco_metrics(gt, detections, verbose=verbose)
     metrics["ms_per_image"] = 1000.0 * spent / max(1, len(gt["images"]))
     return metrics, detections
-
-
-def _check_scorable(gt: dict, coco_path) -> None:
-    """A COCO file with no image, no box or no category this model finds scores nothing: say so
-    instead of reporting an AP of 0."""
-    if not gt["images"]:
-        raise System1Error(f"{coco_path} lists no images: nothing to score")
-    if not gt["annotations"]:
-        raise System1Error(f"{coco_path} has no ground-truth boxes: nothing to score")
-    names = {c["name"] for c in gt["categories"]}
-    if not names & {"shape", "line", "arc"}:
-        raise System1Error(f"{coco_path}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
-                           "shape, line or arc, the categories this model finds")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -444,13 +444,9 @@ def draw_overlay(gray, detections, path):
 def _image_list(args):
     if args.coco:
         from .evaluate import load_coco
+        from .data.coco import check_usable
         coco = load_coco(args.coco)
-        if not coco["images"]:
-            raise System1Error(f"{args.coco} lists no images: nothing to predict")
-        names = {c["name"] for c in coco["categories"]}
-        if not names & {"shape", "line", "arc"}:
-            raise System1Error(f"{args.coco}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
-                               "shape, line or arc, the categories this model finds")
+        check_usable(coco, args.coco, need_boxes=False)
         root = args.images_root or os.path.dirname(os.path.abspath(args.coco))
         cats = {c["name"]: c["id"] for c in coco["categories"]}
         return [(im["id"], im["file_name"], os.path.join(root, im["file_name"])) for im in coco["images"]], cats

@@ -87,3 +87,19 @@ def coco_problem(data: dict) -> str | None:
         if "iscrowd" in a and a["iscrowd"] not in (0, 1):
             return f"annotation {i} has an 'iscrowd' that is not 0 or 1"
     return None
+
+
+MODEL_CATEGORIES = ("shape", "line", "arc")
+
+
+def check_usable(gt: dict, path, *, need_boxes: bool = True) -> None:
+    """Refuse a COCO dict that gives a model nothing to do: no image, no box (to score against) or
+    no category named shape, line or arc (instead of an AP of 0 or an empty output)."""
+    if not gt["images"]:
+        raise System1Error(f"{path} lists no images: nothing to do")
+    if need_boxes and not gt["annotations"]:
+        raise System1Error(f"{path} has no ground-truth boxes: nothing to score")
+    names = {c["name"] for c in gt["categories"]}
+    if not names & set(MODEL_CATEGORIES):
+        raise System1Error(f"{path}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
+                           "shape, line or arc, the categories this model finds")

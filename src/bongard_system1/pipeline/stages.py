@@ -114,16 +114,10 @@ def check_real_data(real_data: str | None) -> None:
     bad ``--real-data`` is one error line at once rather than a failed evaluation after training."""
     if not real_data:
         return
-    from ..data.coco import read_coco      # standard library only
+    from ..data.coco import check_usable, read_coco      # standard library only
     for path in real_files(real_data).values():
         doc = read_coco(path)
-        if not doc["images"] or not doc["annotations"]:
-            raise System1Error(f"real data {path} has {len(doc['images'])} images and {len(doc['annotations'])} "
-                               "annotations: nothing to score")
-        names = {c["name"] for c in doc["categories"]}
-        if not names & {"shape", "line", "arc"}:
-            raise System1Error(f"real data {path}: none of its categories ({', '.join(sorted(names)) or 'none'}) is "
-                               "shape, line or arc")
+        check_usable(doc, f"real data {path}")
         root = Path(path).parent
         missing = [im["file_name"] for im in doc["images"] if not _looks_like_an_image(root / im["file_name"])]
         if missing:
