@@ -140,6 +140,11 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
         line = one_error_line(capsys, exit_code(argv))
         assert "would overwrite an input" in line, line
     assert image.read_bytes() == png and not (tmp_path / "p.json").exists()
+    # a file of one's own beside the inputs may be written again
+    mine = image.parent / "preds.json"
+    for _ in range(2):
+        assert exit_code(["predict", "--model", "baseline", "--images", image.parent, "--out", mine]) == 0
+    assert json.loads(mine.read_text())
 
 
 def test_images_are_written_only_under_image_names(tmp_path, monkeypatch, capsys):

@@ -82,16 +82,21 @@ def check_output_image(path, flag: str = "--out") -> None:
         raise System1Error(f"{flag} {path}: give an image file name ({', '.join(IMAGE_SUFFIXES)})")
 
 
+INPUT_NAMES = ("shapes_coco.json", "strokes_coco.json", "dataset.json")
+
+
 def check_not_an_input(path, inputs, flag: str = "--out") -> None:
-    """Refuse an output that would overwrite an input: one of the ``inputs`` files, or a file that
-    already exists inside one of the ``inputs`` folders (a model, a COCO file, an image)."""
+    """Refuse an output that would overwrite an input: one of the ``inputs`` files, or, inside one of
+    the ``inputs`` folders, an image, a model (``.pt``) or a dataset's COCO file or manifest (a file
+    of one's own there, such as an earlier ``preds.json``, may be written again)."""
     from .errors import System1Error
     out = Path(path).resolve()
+    kept = out.suffix.lower() in IMAGE_SUFFIXES + (".pt",) or out.name in INPUT_NAMES
     for item in inputs:
         if not item:
             continue
         item = Path(item).resolve()
-        if out == item or (item.is_dir() and out.exists() and item in out.parents):
+        if out == item or (kept and item.is_dir() and out.exists() and item in out.parents):
             raise System1Error(f"{flag} {path} would overwrite an input ({item}); give another file")
 
 
