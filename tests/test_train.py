@@ -159,6 +159,10 @@ def test_a_second_training_in_the_same_run_folder_is_refused(data, tmp_path):
         with pytest.raises(System1Error, match="another training run is using"):
             train_detector(data, out, **TINY)
     assert sorted(p.name for p in out.iterdir()) == [".train.lock"]         # nothing written
+    fresh = tmp_path / "fresh"
+    with pytest.raises(System1Error, match="stamp images must be 0"):
+        train_detector(data, fresh, **dict(TINY, stamp_images=5))
+    assert not fresh.exists()                   # a run that failed at once leaves no folder behind
 
 
 @pytest.mark.parametrize("split,words", [("val", "has no training images"), ("train", "has no validation images")])

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -338,8 +339,15 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
                 early_scale=early_scale, rescore_images=rescore_images)
     if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
         raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
-    with _run_folder_lock(out_dir):
-        return _train_detector(data_dir, out_dir, **args)
+    created = not os.path.exists(out_dir)
+    try:
+        with _run_folder_lock(out_dir):
+            return _train_detector(data_dir, out_dir, **args)
+    except BaseException:
+        # a run that failed before writing anything leaves no folder of its own behind
+        if created and os.path.isdir(out_dir) and set(os.listdir(out_dir)) <= {".train.lock"}:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
 
 def _run_folder_lock(out_dir):
