@@ -164,4 +164,4 @@ def test_predict_on_a_coco_file_with_nothing_to_predict_is_one_line(tmp_path, ca
     assert "lists no images: nothing to do" in line and not (tmp_path / "p.json").exists()
     line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco,
                                              "--out", tmp_path / "p.json", "--parse-out", ""]))
-    assert "--parse-out is empty" in line
+    assert "--parse-out: expected a path, got an empty string" in line

@@ -15,6 +15,7 @@ from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
 from .argtypes import image_px as _image_px
 from .argtypes import max_shapes as _max_shapes
+from .argtypes import non_empty_path as _path
 from .argtypes import turtle_scale as _turtle_scale
 from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import positive_float as _positive_float
@@ -100,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="COCO metrics of a model (or the classical baseline) on a COCO file")
     e.add_argument("--model", required=True, help="a .pt file, a run folder (its best.pt) or 'baseline'")
-    e.add_argument("--coco", required=True, help="shapes_coco.json or strokes_coco.json")
-    e.add_argument("--images-root", default=None, help="folder the file names are relative to")
-    e.add_argument("--out", required=True, help="metrics JSON to write")
+    e.add_argument("--coco", required=True, type=_path, help="shapes_coco.json or strokes_coco.json")
+    e.add_argument("--images-root", default=None, type=_path, help="folder the file names are relative to")
+    e.add_argument("--out", required=True, type=_path, help="metrics JSON to write")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
                    help="how shape boxes meet the ink (see the README)")
@@ -118,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
     r.add_argument("--model", required=True, help="a .pt file, a run folder or 'baseline'")
     src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="folder of images")
-    src.add_argument("--coco", help="COCO file whose images to predict")
-    r.add_argument("--images-root", default=None)
-    r.add_argument("--out", required=True, help="detections JSON to write")
-    r.add_argument("--overlay-dir", default=None, help="write overlay PNGs here")
-    r.add_argument("--parse-out", default=None, metavar="FILE",
+    src.add_argument("--images", type=_path, help="folder of images")
+    src.add_argument("--coco", type=_path, help="COCO file whose images to predict")
+    r.add_argument("--images-root", default=None, type=_path)
+    r.add_argument("--out", required=True, type=_path, help="detections JSON to write")
+    r.add_argument("--overlay-dir", default=None, type=_path, help="write overlay PNGs here")
+    r.add_argument("--parse-out", default=None, type=_path, metavar="FILE",
                    help="also write each image's shapes, each with the strokes drawn in it, as JSON")
     r.add_argument("--parse-min-score", type=_unit, default=PARSE_MIN_SCORE, metavar="P",
                    help=f"shapes and strokes kept in --parse-out: score P or more, and lower-scored strokes that "

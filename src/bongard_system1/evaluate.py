@@ -395,8 +395,6 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
 def cli_evaluate(args):
     import sys
     from .io_utils import check_not_an_input, check_output_file
-    if args.images_root is not None and not args.images_root.strip():
-        raise System1Error("--images-root is empty; give a folder")
     check_output_file(args.out)
     check_not_an_input(args.out, [args.coco, args.images_root, None if args.model == "baseline" else args.model])
     m = evaluate_model(args.model, args.coco, args.images_root, device=args.device, shape_mode=args.shape_mode,

@@ -461,9 +461,6 @@ def _image_list(args):
 def cli_predict(args):
     from tqdm import tqdm
     from .io_utils import check_not_an_input, check_output_file, make_output_dir, write_json_atomic
-    for flag in ("coco", "images", "images_root"):
-        if getattr(args, flag) is not None and not str(getattr(args, flag)).strip():
-            raise System1Error(f"--{flag.replace('_', '-')} is empty; give a path")
     inputs = [args.coco, args.images, args.images_root, None if args.model == "baseline" else args.model]
     check_output_file(args.out)
     check_not_an_input(args.out, inputs)

@@ -17,8 +17,9 @@ from pathlib import Path
 from ..errors import System1Error
 
 
-def read_coco(path) -> dict:
-    """The COCO dict in ``path``, checked as the module docstring says."""
+def read_coco(path, sized: bool = False) -> dict:
+    """The COCO dict in ``path``, checked as the module docstring says; ``sized``: every image
+    record must also give its ``width`` and ``height`` (a dataset's files, for training)."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -38,32 +39,34 @@ def read_coco(path) -> dict:
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
         raise System1Error(f"not a COCO file (no {', '.join(repr(k) for k in missing)} list): {path}")
-    problem = coco_problem(data)
+    problem = coco_problem(data, sized)
     if problem:
         raise System1Error(f"not a usable COCO file: {path}: {problem}")
     return data
 
 
-def _is_id(v) -> bool:
+def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)          # COCO's ids are integers
 
 
-def coco_problem(data: dict) -> str | None:
+def coco_problem(data: dict, sized: bool = False) -> str | None:
     """The first thing wrong with a COCO dict's records, in words, or None."""
     image_ids = set()
     for i, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or not _is_id(im.get("id")):
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
             return f"image record {i} has no 'id'"
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             return f"image {im['id']!r} has no 'file_name'"
         if im["id"] in image_ids:
             return f"image id {im['id']!r} appears twice"
+        if sized and not all(_is_int(im.get(k)) and im[k] > 0 for k in ("width", "height")):
+            return f"image {im['id']!r} has no 'width' and 'height'"
         if "problem_type" in im and not isinstance(im["problem_type"], str):
             return f"image {im['id']!r} has a 'problem_type' that is not a name"
         image_ids.add(im["id"])
     cat_ids = set()
     for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str):
+        if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
             return f"category record {i} has no 'id' or 'name'"
         if c["id"] in cat_ids:
             return f"category id {c['id']!r} appears twice"
@@ -71,7 +74,7 @@ def coco_problem(data: dict) -> str | None:
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             return f"annotation {i} is not an object"
-        if "id" in a and not _is_id(a["id"]):
+        if "id" in a and not _is_int(a["id"]):
             return f"annotation {i} has an 'id' that is not an integer"
         if a.get("image_id") not in image_ids:
             return f"annotation {i} has no 'image_id' of a listed image"

@@ -23,10 +23,7 @@ from .coco import read_coco
 
 def _load(path):
     """A dataset's COCO file, checked (:func:`coco.read_coco`), with the fields training needs."""
-    doc = read_coco(path)
-    for im in doc["images"]:
-        if not all(isinstance(im.get(k), int) and im[k] > 0 for k in ("width", "height")):
-            raise System1Error(f"{path}: image {im['id']!r} has no 'width' and 'height'")
+    doc = read_coco(path, sized=True)
     if "strokes" in os.path.basename(str(path)):
         for i, a in enumerate(doc["annotations"]):
             if not isinstance(a.get("style"), str):
@@ -66,12 +63,8 @@ def coco_to_targets(data_dir, categories="all", split=None):
 
 def unreadable_images(records) -> list[str]:
     """Paths of the records' images that are missing, unreadable or not the size their record says."""
-    bad = []
-    for rec in records:
-        img = cv2.imread(rec["path"], cv2.IMREAD_GRAYSCALE) if os.path.isfile(rec["path"]) else None
-        if img is None or img.shape != (rec["height"], rec["width"]):
-            bad.append(rec["path"])
-    return bad
+    from .generate import image_is_whole
+    return [rec["path"] for rec in records if not image_is_whole(rec["path"], rec["height"], rec["width"])]
 
 
 def read_gray(path):

@@ -233,13 +233,17 @@ def _first_missing(out, records):
     return None
 
 
+def image_is_whole(path, height, width) -> bool:
+    """The image is there, decodes, and has the size its record says."""
+    arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None   # no OpenCV warning
+    return arr is not None and arr.shape == (height, width)
+
+
 def _unreadable(job):
     """The first image of a list that is missing, unreadable or of the wrong size, or None."""
     out, items = job
     for name, h, w in items:
-        path = os.path.join(out, name)
-        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None   # no OpenCV warning
-        if arr is None or arr.shape != (h, w):
+        if not image_is_whole(os.path.join(out, name), h, w):
             return os.path.join(out, name)
     return None
 
@@ -250,13 +254,11 @@ def validate_dataset(out, workers=1) -> dict:
     counts, docs = {}, {}
     for name in ("shapes_coco.json", "strokes_coco.json"):
         try:
-            docs[name] = read_coco(os.path.join(out, name))
+            docs[name] = read_coco(os.path.join(out, name), sized=True)
         except System1Error as exc:
             raise System1Error(f"dataset check failed: {exc}") from None
         counts[name] = (len(docs[name]["images"]), len(docs[name]["annotations"]))
     images = docs["shapes_coco.json"]["images"]
-    if not all(isinstance(im.get("width"), int) and isinstance(im.get("height"), int) for im in images):
-        raise System1Error(f"dataset check failed: an image record of {out}/shapes_coco.json has no width or height")
     manifest = _read_manifest(out) or {}
     expected = manifest.get("params", {}).get("num_images", len(images))
     if len(images) != expected:
