@@ -165,3 +165,38 @@ def test_predict_on_a_coco_file_with_nothing_to_predict_is_one_line(tmp_path, ca
     line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco,
                                              "--out", tmp_path / "p.json", "--parse-out", ""]))
     assert "--parse-out: expected a path, got an empty string" in line
+
+
+def test_predict_reads_subfolders_and_names_each_overlay_by_its_path(tmp_path, capsys):
+    coco = _real_like(tmp_path)
+    images = tmp_path / "imgs"
+    for sub in ("bd_a", "ff_b"):         # the real set's layout: images/<problem>/pos_0.png
+        (images / sub).mkdir(parents=True)
+        (images / sub / "pos_0.png").write_bytes((coco.parent / "images" / "0.png").read_bytes())
+    overlays = images / "overlays"       # inside the folder read: not read back as input next time
+    for _ in range(2):
+        assert exit_code(["predict", "--model", "baseline", "--images", images, "--out", tmp_path / "p.json",
+                          "--overlay-dir", overlays]) == 0
+        preds = json.loads((tmp_path / "p.json").read_text())
+        assert sorted({d["file_name"] for d in preds}) == ["bd_a/pos_0.png", "ff_b/pos_0.png"]
+    assert sorted(p.name for p in overlays.iterdir()) == ["bd_a__pos_0_overlay.png", "ff_b__pos_0_overlay.png"]
+    for target in (images, tmp_path):               # overlays in the folder read, or above it: nothing skipped
+        assert exit_code(["predict", "--model", "baseline", "--images", images / "bd_a", "--out", tmp_path / "q.json",
+                          "--overlay-dir", target]) == 0
+        assert {d["file_name"] for d in json.loads((tmp_path / "q.json").read_text())} == {"pos_0.png"}
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_missing_or_corrupt_image_is_found_before_any_prediction(tmp_path, capsys, command):
+    coco = _real_like(tmp_path, n_images=3)
+    (coco.parent / "images" / "2.png").unlink()                     # the last image is missing
+    (coco.parent / "images" / "1.png").write_bytes(b"not a png")     # and one before it is corrupt
+    argv = [command, "--model", "baseline", "--coco", coco, "--out", tmp_path / "out.json"]
+    if command == "predict":
+        argv += ["--overlay-dir", tmp_path / "ov"]
+    line = one_error_line(capsys, exit_code(argv))
+    assert "1.png is missing or unreadable (and 1 more)" in line, line
+    assert not (tmp_path / "out.json").exists() and not any((tmp_path / "ov").glob("*.png"))
+    argv[2] = tmp_path / "no_model.pt"              # the images are checked before a model is even looked for
+    line = one_error_line(capsys, exit_code(argv))
+    assert "1.png is missing or unreadable" in line, line

@@ -466,6 +466,31 @@ def test_lock_is_not_stale_after_sigkill(tmp_path):
     lock.release()
 
 
+def test_lock_taken_on_a_file_unlinked_meanwhile_is_taken_again_on_the_new_one(tmp_path, monkeypatch):
+    # ``reset all`` unlinks the lock file: a run that opened it just before and locked it just after
+    # must not hold a lock nobody else sees (a second run would lock the new file and run beside it)
+    import filelock
+    wd = tmp_path / "wd"
+    real_acquire, swaps = filelock.FileLock.acquire, []
+
+    def acquire_then_swap(self, *args, **kwargs):
+        out = real_acquire(self, *args, **kwargs)
+        if not swaps:           # once: the file is unlinked and another run creates it anew
+            swaps.append(1)
+            os.unlink(self.lock_file)
+            Path(self.lock_file).touch()
+        return out
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", acquire_then_swap)
+    lock = PipelineLock(wd).acquire()
+    try:
+        assert swaps and PipelineLock(wd).is_held_elsewhere()
+        with pytest.raises(System1Error, match="another pipeline run holds the lock"):
+            PipelineLock(wd).acquire()
+    finally:
+        lock.release()
+
+
 def test_no_checkpoint_reads_and_writes_no_records(fakes, tmp_path, capsys):
     wd = tmp_path / "wd"
     run(wd)
@@ -498,6 +523,11 @@ def test_bad_input_is_one_line_and_non_zero(fakes, tmp_path, capsys):
     (tmp_path / "wd2" / "results").write_text("a file where a folder goes")
     assert run(tmp_path / "wd2") == 2
     assert "results is a file" in capsys.readouterr().err and not (tmp_path / "wd2" / "processed_data").exists()
+    (tmp_path / "wd3" / "results" / "system1_training_results.json").mkdir(parents=True)
+    assert run(tmp_path / "wd3") == 2       # found before the stages run, not after all of them
+    err = capsys.readouterr().err
+    assert "system1_training_results.json is a folder" in err and err.count("\n") == 1
+    assert not (tmp_path / "wd3" / "processed_data").exists()
 
 
 def _break_real_set(real_set, how):

@@ -4,9 +4,12 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from bongard_system1.boxes import iou_xywh
-from bongard_system1.predict import Detection, as_gray, hybrid_shapes, refine_strokes, snap_stroke_to_ink, snap_to_ink
+from bongard_system1.errors import System1Error
+from bongard_system1.predict import (LEFTOVER_FLOOR, LEFTOVER_SPAN, Detection, as_gray, hybrid_shapes, overlay_names,
+                                     refine_strokes, snap_stroke_to_ink, snap_to_ink)
 from bongard_system1.settings import HYBRID_PARTS_MIN
 
 
@@ -70,7 +73,20 @@ def test_hybrid_does_not_split_a_component_the_network_also_sees_whole():
             assert right[2].bbox == list(comp) and right[2].score == 0.25
         else:
             assert right[0].bbox == list(comp) and right[0].score == 0.5 + 0.5 * whole_score   # kept whole
-            assert [d.score for d in right[1:]] == [a.score * 0.25, b.score * 0.25]       # parts far below
+            assert [d.score for d in right[1:]] == [_leftover(a.score), _leftover(b.score)]  # parts far below
+
+
+def _leftover(score):
+    return LEFTOVER_FLOOR + LEFTOVER_SPAN * score
+
+
+@pytest.mark.parametrize("score,leftover", [(0.05, 0.06), (1.0, 0.25)])
+def test_hybrid_leftovers_rank_below_every_component_and_stay_above_the_default_threshold(score, leftover):
+    far = Detection([5.0, 150.0, 30.0, 30.0], score, "shape")          # where there is no ink at all
+    out = hybrid_shapes(_page(), [far])
+    # above the default threshold (0.05) at the lowest score the network passes on, and at most
+    # level with a component split away (0.25), below every kept component (0.5 and more)
+    assert sorted(d.score for d in out) == pytest.approx([leftover, 0.5, 0.5])
 
 
 def _ink_box(img):
@@ -92,7 +108,7 @@ def test_hybrid_keeps_a_touching_shape_that_matches_the_component():
     assert 0.5 <= iou_xywh(big.bbox, comp) < 0.8                   # the big square matches the component
     out = sorted(hybrid_shapes(img, [big, small]), key=lambda d: -d.score)     # not sure enough to split
     assert out[0].bbox == comp and out[0].score == 0.5 + 0.5 * big.score
-    assert [(d.bbox, d.score) for d in out[1:]] == [(big.bbox, big.score * 0.25), (small.bbox, small.score * 0.25)]
+    assert [(d.bbox, d.score) for d in out[1:]] == [(big.bbox, _leftover(big.score)), (small.bbox, _leftover(small.score))]
     # with the other part under HYBRID_PARTS_MIN, the big square's box is a duplicate of the component
     weak = Detection(small.bbox, HYBRID_PARTS_MIN - 0.05, "shape")
     out = sorted(hybrid_shapes(img, [big, weak]), key=lambda d: -d.score)
@@ -104,6 +120,54 @@ def test_as_gray_accepts_colour_and_float_images():
     colour = np.dstack([img] * 3)
     assert np.array_equal(as_gray(colour), img)
     assert np.array_equal(as_gray(img.astype(np.float32) / 255.0), img)
+    assert np.array_equal(as_gray(colour.astype(np.float32) / 255.0), img)     # scaled before the colours merge
+    assert np.array_equal(as_gray(img.astype(np.uint16) * 257), img)           # 16 bits scaled, not clipped
+    assert np.array_equal(as_gray(colour.astype(np.uint16) * 257), img)
+    assert np.array_equal(as_gray(img[..., None]), img)
+    ink = np.dstack([np.zeros_like(img)] * 3 + [255 - img])                   # black ink, transparent page
+    assert np.array_equal(as_gray(ink), img)
+
+
+def test_as_gray_reads_16_bit_and_transparent_files_as_the_page_they_show(tmp_path):
+    img = _page()
+    cv2.imwrite(str(tmp_path / "deep.png"), img.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "clear.png"), np.dstack([np.zeros_like(img)] * 3 + [255 - img]))
+    assert np.array_equal(as_gray(tmp_path / "deep.png"), img)
+    assert np.array_equal(as_gray(tmp_path / "clear.png"), img)
+
+
+@pytest.mark.parametrize("bad,words", [(np.zeros((3, 40, 40)), r"got an array of shape \(3, 40, 40\)"),
+                                       (np.zeros((0, 5)), r"is empty \(shape \(0, 5\)\)"),
+                                       (np.zeros(5), r"got an array of shape \(5,\)"),
+                                       (np.full((4, 4), np.nan), "NaN or infinite"),
+                                       (np.zeros((4, 4, 2)), r"got an array of shape \(4, 4, 2\)"),
+                                       (np.array([["a", "b"]]), "expected numbers")])
+def test_as_gray_refuses_what_is_not_an_image_in_one_line(bad, words):
+    with pytest.raises(System1Error, match=words):
+        as_gray(bad)
+
+
+def test_as_gray_takes_16_bits_as_opencv_reads_them_and_pil_images_as_they_show(tmp_path):
+    from PIL import Image
+    img = _page()
+    for scale in (256, 257):             # white 65280 or 65535: white either way, as cv2.imread gives it
+        assert np.array_equal(as_gray(img.astype(np.uint16) * scale), img)
+        cv2.imwrite(str(tmp_path / "deep.png"), img.astype(np.uint16) * scale)
+        assert np.array_equal(as_gray(tmp_path / "deep.png"), cv2.imread(str(tmp_path / "deep.png"), 0))
+    assert np.array_equal(as_gray((img > 128).astype(np.int64)), np.where(img > 128, 255, 0))   # 0/1 integers
+    rgb = np.dstack([img, img, np.full_like(img, 255)])          # blue ink on a white page: RGB order
+    assert np.array_equal(as_gray(Image.fromarray(rgb)), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    assert np.array_equal(as_gray(Image.fromarray(img.astype(np.int32) * 257)), img)       # mode I, 16 bits
+    assert np.array_equal(as_gray(Image.fromarray(img).convert("P")), img)
+
+
+def test_overlay_names_keep_images_of_different_folders_apart(real_dir):
+    names = [im["file_name"] for im in json.loads((real_dir / "shapes_coco.json").read_text())["images"]]
+    assert len(set(overlay_names(names))) == len(names) == 896
+    assert overlay_names(["a/b/pos_0.png", "x.png", "x.jpg"]) == ["a__b__pos_0_overlay.png", "x_png_overlay.png",
+                                                                "x_jpg_overlay.png"]
+    for names in (["a/b.png", "a__b.png"], ["a.png", "a.jpg", "a_png.png"]):       # names that meet even so
+        assert len(set(overlay_names(names))) == len(names)
 
 
 def _corner():

@@ -124,11 +124,11 @@ def test_rerun_of_a_finished_run_does_no_work(run, data):
 
 def test_changed_config_is_refused_with_the_keys_that_differ(run, data):
     out, _ = run
-    with pytest.raises(System1Error, match=r"epochs: 2 -> 3"):
+    with pytest.raises(System1Error, match=r"epochs 2 -> 3"):
         train_detector(data, out, **dict(TINY, epochs=3))
     proc = run_cli("train", "--data", data, "--out", out, "--epochs", 2, "--batch-size", 4, "--image-size", 160,
                    "--stamp-images", 0, "--rescore-images", 0)
-    assert proc.returncode == 2 and "image_size: 128 -> 160" in proc.stderr
+    assert proc.returncode == 2 and "image_size 128 -> 160" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -203,6 +203,24 @@ def test_a_bad_image_or_class_is_refused_before_training_and_a_restart_keeps_the
     with pytest.raises(System1Error, match=words):
         train_detector(bad, old, restart=True, **TINY)
     assert all((old / name).read_bytes() == b for name, b in before.items() if name != ".train.lock")
+
+
+def test_a_restart_killed_in_its_first_epoch_leaves_the_old_run_as_it_was(run, data, tmp_path, monkeypatch):
+    import shutil
+    import bongard_system1.train as train_mod
+    old = tmp_path / "old"
+    shutil.copytree(run[0], old)
+    before = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file() and p.name != ".train.lock"}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt          # as a kill in the first training step would
+    monkeypatch.setattr(train_mod, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(data, old, restart=True, **dict(TINY, epochs=3))
+    after = {p.name: p.read_bytes() for p in old.iterdir() if p.is_file() and p.name != ".train.lock"}
+    assert after == before               # config.json too: it still describes last.pt's run
+    with pytest.raises(System1Error, match="epochs 2 -> 3"):        # and a plain rerun says so
+        train_detector(data, old, **dict(TINY, epochs=3))
 
 
 def _train_cmd(data, out, epochs):

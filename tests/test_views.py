@@ -8,8 +8,9 @@ import pytest
 import torch
 from torchvision.ops import nms
 
+from bongard_system1.logo import PlacedShape, parse_program
+from bongard_system1.logo.render import render
 from bongard_system1.views import fuse, to_original, view_images
-
 
 
 def _ink_box(gray):
@@ -17,9 +18,20 @@ def _ink_box(gray):
     return torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
 
 
-def test_each_view_maps_its_ink_box_back_onto_the_image(real_dir):
+def _drawn_image():
+    """A shape drawn by this project's renderer, off centre, no symmetry in its strokes."""
+    prog = parse_program(["line_zigzag_0.600-0.250", "arc_normal_0.500_0.625-0.750", "line_square_0.400-0.125"])
+    return render([PlacedShape(prog, (-150.0, 90.0), 0.0, 220.0)], 256, with_boxes=False).image
+
+
+def _real_image(real_dir):
     first = json.loads((real_dir / "shapes_coco.json").read_text())["images"][0]
-    gray = cv2.imread(str(real_dir / first["file_name"]), cv2.IMREAD_GRAYSCALE)
+    return cv2.imread(str(real_dir / first["file_name"]), cv2.IMREAD_GRAYSCALE)
+
+
+@pytest.mark.parametrize("source", ["drawn", "real"])
+def test_each_view_maps_its_ink_box_back_onto_the_image(source, request):
+    gray = _drawn_image() if source == "drawn" else _real_image(request.getfixturevalue("real_dir"))
     gray = np.ascontiguousarray(gray[:, : gray.shape[1] - 37])       # not square: width and height differ
     h, w = gray.shape
     views = view_images(gray, 8)
@@ -99,3 +111,12 @@ def test_view_counts_outside_one_to_eight_are_refused(views):
     from bongard_system1.predict import System1
     with pytest.raises(System1Error, match="views must be 1 to 8"):
         System1(torch.nn.Module(), {"image_size": 64}, ["shape"], views=views)
+
+
+@pytest.mark.parametrize("shape", [(1, 40), (40, 1), (1, 1)])
+def test_views_of_an_image_one_pixel_thin_are_arrays_torch_takes(shape):
+    gray = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    views = view_images(gray, 8)
+    for k, v in enumerate(views):
+        assert torch.equal(torch.from_numpy(v), torch.as_tensor(v.copy())), k     # no negative strides
+    assert views[1].tolist() == gray[:, ::-1].tolist() and views[3].tolist() == gray.T.tolist()

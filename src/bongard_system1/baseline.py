@@ -26,12 +26,11 @@ def classical_shapes(gray: np.ndarray, *, dilate: int = DILATE, min_pixels: int 
         raise ValueError(f"expected a 2-D grayscale image, got shape {gray.shape}")
     if gray.dtype != np.uint8:
         gray = np.clip(gray, 0, 255).astype(np.uint8)
-    ink = (gray < 255).astype(np.uint8)
-    ys, xs = np.nonzero(ink)
+    labels = ink_components(gray, dilate)
+    ys, xs = np.nonzero(labels)
     if ys.size == 0:
         return []
-    grown = cv2.dilate(ink, np.ones((dilate, dilate), np.uint8)) if dilate > 1 else ink
-    n, labels = cv2.connectedComponents(grown, connectivity=8)
+    n = int(labels.max()) + 1
     lab = labels[ys, xs]
     count = np.bincount(lab, minlength=n)
     big = np.iinfo(np.int64).max
@@ -53,6 +52,15 @@ def classical_shapes(gray: np.ndarray, *, dilate: int = DILATE, min_pixels: int 
             "category": "shape",
         })
     return out
+
+
+def ink_components(gray: np.ndarray, dilate: int = DILATE) -> np.ndarray:
+    """Component label of every ink pixel (0 where there is no ink), int32: the ink (darker than 255)
+    dilated by a ``dilate`` x ``dilate`` square, 8-connected; the components the baseline boxes."""
+    ink = (np.asarray(gray) < 255).astype(np.uint8)
+    grown = cv2.dilate(ink, np.ones((dilate, dilate), np.uint8)) if dilate > 1 else ink
+    _, labels = cv2.connectedComponents(grown, connectivity=8)
+    return np.where(ink > 0, labels, 0).astype(np.int32)
 
 
 def unseparated_shapes(gray: np.ndarray, shape_boxes, *, iou: float = 0.9, components=None) -> list[int]:

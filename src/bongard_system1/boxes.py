@@ -34,3 +34,24 @@ def pairwise_iou_xywh(a, b):
     inter = iw * ih
     union = a[:, 2:].prod(1)[:, None] + b[:, 2:].prod(1)[None] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0), inter
+
+
+def greedy_match(iou, thr: float, allowed=None) -> dict[int, int]:
+    """COCO's matching of detections to ground truth: detections (rows of ``iou``, in the order
+    given, best score first) each take the still-free ground-truth box (column) of highest IoU, if
+    that IoU is at least ``thr``; ``allowed`` (same shape, bool) excludes pairs, such as other
+    classes. Returns {detection row: ground-truth column}."""
+    iou = np.asarray(iou, np.float64)
+    if allowed is not None:
+        iou = np.where(allowed, iou, -1.0)
+    out: dict[int, int] = {}
+    if iou.ndim != 2 or not iou.shape[0] or not iou.shape[1]:
+        return out
+    free = np.ones(iou.shape[1], bool)
+    for i, row in enumerate(iou):
+        cand = np.where(free, row, -1.0)
+        j = int(cand.argmax())
+        if cand[j] >= thr:
+            free[j] = False
+            out[i] = j
+    return out

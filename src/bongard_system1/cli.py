@@ -25,7 +25,7 @@ from .argtypes import seed_int as _seed
 from .argtypes import test_sizes_px
 from .argtypes import unit_fraction as _unit
 from .errors import run_guarded
-from .settings import MAX_VIEWS, PARSE_MIN_SCORE, TEST_VIEWS
+from .settings import MAX_VIEWS, OVERLAY_MIN_SCORE, PARSE_MIN_SCORE, TEST_VIEWS
 
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline); several sizes, comma-separated (e.g. 480,416), "
@@ -36,7 +36,8 @@ _NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp v
 _VIEWS_HELP = (f"views of each image the network sees, 1 to {MAX_VIEWS}: the image, mirrored left-right, mirrored top-bottom, "
                f"transposed, then its other symmetries (rotations, the other diagonal); their detections are fused "
                f"(default {TEST_VIEWS}; 1 is about 4x faster, 8 about 2x slower and a little more accurate)")
-_FP32_HELP = ("run the network in fp32 (default: bf16 autocast on CUDA and on CPUs with AMX or AVX-512 BF16, "
+_FP32_HELP = ("run the network in fp32 (default: autocast, bf16 on CUDA (fp16 on a GPU without bf16) and on CPUs with "
+              "AMX or AVX-512 BF16, "
               "1.7 to 3x faster there with the same AP)")
 _STROKE_MODE_HELP = ("how stroke boxes meet the ink: snap (each edge moves to the ink within a few pixels, unless the "
                      "ink runs on into a neighbouring stroke) or model (the network's boxes as they are)")
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
     t.add_argument("--rescore-images", type=_non_negative_int, default=800, metavar="N",
                    help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
-    t.add_argument("--restart", action="store_true", help="start over even if RUN_DIR holds another config")
+    t.add_argument("--restart", action="store_true", help="start over even if the --out folder holds a run with another config")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler="bongard_system1.train:cli_train")
 
@@ -119,11 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="COCO-style detections (and overlays) for images")
     r.add_argument("--model", required=True, help="a .pt file, a run folder or 'baseline'")
     src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", type=_path, help="folder of images")
+    src.add_argument("--images", type=_path, help="folder of images (subfolders too)")
     src.add_argument("--coco", type=_path, help="COCO file whose images to predict")
-    r.add_argument("--images-root", default=None, type=_path)
+    r.add_argument("--images-root", default=None, type=_path,
+                   help="with --coco: folder the file names are relative to (default: the file's folder)")
     r.add_argument("--out", required=True, type=_path, help="detections JSON to write")
-    r.add_argument("--overlay-dir", default=None, type=_path, help="write overlay PNGs here")
+    r.add_argument("--overlay-dir", default=None, type=_path,
+                   help="write an overlay PNG per image here (the image's path, folders joined by __, "
+                        "+ _overlay.png)")
+    r.add_argument("--overlay-min-score", type=_unit, default=OVERLAY_MIN_SCORE, metavar="P",
+                   help=f"overlays draw detections scored P or more, and never below --score-threshold "
+                        f"(default {OVERLAY_MIN_SCORE:g}; --out holds every detection from --score-threshold)")
     r.add_argument("--parse-out", default=None, type=_path, metavar="FILE",
                    help="also write each image's shapes, each with the strokes drawn in it, as JSON")
     r.add_argument("--parse-min-score", type=_unit, default=PARSE_MIN_SCORE, metavar="P",

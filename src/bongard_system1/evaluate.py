@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .boxes import pairwise_iou_xywh
+from .boxes import greedy_match, pairwise_iou_xywh
 from .data.coco import check_usable, read_coco
 from .errors import System1Error
 from .io_utils import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
@@ -73,14 +73,15 @@ def _slim_dets(detections: list[dict]) -> list[dict]:
     return out
 
 
-def _mean_valid(s) -> float:
+def _mean_valid(s) -> float | None:
     s = np.asarray(s)
     v = s[s > -1]
-    return float(v.mean()) if v.size else 0.0
+    return float(v.mean()) if v.size else None
 
 
-def _summ(ev, ap: bool, *, iou=None, area="all", max_dets=100, k=None) -> float:
-    """One number from an accumulated COCOeval, as COCOeval._summarize; -1 (undefined) becomes 0.0."""
+def _summ(ev, ap: bool, *, iou=None, area="all", max_dets=100, k=None) -> float | None:
+    """One number from an accumulated COCOeval, as COCOeval._summarize; undefined (COCO's -1: no
+    ground truth in that area range or category) becomes None, written as null."""
     p = ev.params
     a = list(p.areaRngLbl).index(area)
     m = list(p.maxDets).index(max_dets)
@@ -92,8 +93,16 @@ def _summ(ev, ap: bool, *, iou=None, area="all", max_dets=100, k=None) -> float:
     return _mean_valid(s)
 
 
-def _zeros() -> dict:
-    return {k: 0.0 for k in HEADLINE}
+AREA_RANGES = {"APs": (0, 32 ** 2), "APm": (32 ** 2, 96 ** 2), "APl": (96 ** 2, 1e10)}   # COCO's
+
+
+def _zeros(anns: list) -> dict:
+    """The headline of no detections: 0.0, or None where no ground truth lies in the area range."""
+    out = {k: 0.0 for k in HEADLINE}
+    for key, (lo, hi) in AREA_RANGES.items():
+        if not any(lo <= a.get("area", a["bbox"][2] * a["bbox"][3]) <= hi for a in anns if not a.get("iscrowd", 0)):
+            out[key] = None
+    return out
 
 
 def _run_eval(coco_gt, coco_dt, img_ids, cat_names, verbose=False):
@@ -140,13 +149,7 @@ def style_matches(gt_anns: list[dict], detections: list[dict], *, iou_thr: float
         d = sorted(d, key=lambda x: -float(x.get("score", 1.0)))
         ious = _iou_matrix(np.array([x["bbox"] for x in d], float).reshape(-1, 4),
                            np.array([x["bbox"] for x in g], float).reshape(-1, 4))
-        taken = np.zeros(len(g), bool)
-        for i, det in enumerate(d):
-            row = np.where(taken, -1.0, ious[i])
-            j = int(row.argmax())
-            if row[j] >= iou_thr:
-                taken[j] = True
-                pairs.append((g[j].get("style"), det.get("style")))
+        pairs += [(g[j].get("style"), d[i].get("style")) for i, j in greedy_match(ious, iou_thr).items()]
     return pairs
 
 
@@ -194,8 +197,10 @@ def coco_metrics(gt: dict, detections: list[dict], *, per_type: bool = True, ver
 
     def block(ids: list, anns: list, dets: list) -> tuple[dict, dict]:
         if coco_dt is None or not dets:
-            head = _zeros()
-            per_cat = {cat_names[c]: {"AP": 0.0, "AP50": 0.0} for c in sorted(cat_names)}
+            head = _zeros(anns)
+            present = {a["category_id"] for a in anns}
+            per_cat = {cat_names[c]: ({"AP": 0.0, "AP50": 0.0} if c in present else {"AP": None, "AP50": None})
+                       for c in sorted(cat_names)}
         else:
             head, per_cat = _run_eval(coco_gt, coco_dt, ids, cat_names, verbose=verbose)
         head.update(num_images=len(ids), num_gt=len(anns), num_detections=len(dets))
@@ -248,15 +253,26 @@ def map_categories(detections_by_name: list[dict], gt: dict) -> list[dict]:
     return out
 
 
+def check_images(coco: dict, root) -> None:
+    """Every image of a COCO dict is found under ``root`` and can be read, or one System1Error, before
+    any work (:func:`predict.check_image_files`)."""
+    from .predict import check_image_files
+    check_image_files([Path(root) / im["file_name"] for im in coco["images"]],
+                      "check --images-root or the file's file_name fields")
+
+
 def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: bool = True,
-                       split: str | None = None, verbose: bool = False) -> tuple[dict, list[dict]]:
+                       split: str | None = None, verbose: bool = False,
+                       images_checked: bool = False) -> tuple[dict, list[dict]]:
     """Run ``predict_fn(gray_uint8_image) -> [{bbox, score, category, style?}, ...]`` on every image
     of a COCO file and score the result. Images are read as grayscale from ``images_root`` (default:
     the COCO file's folder) joined with each ``file_name``. ``split`` keeps only image records whose
     ``split`` equals it. Returns (metrics with ``ms_per_image``, the detections in COCO result form).
-    ``ms_per_image`` is the mean wall time of ``predict_fn`` alone (image reading excluded)."""
-    import cv2
+    ``ms_per_image`` is the mean wall time of ``predict_fn`` alone (image reading excluded). Every
+    image is read once before the first prediction (:func:`check_images`) unless ``images_checked``."""
     from tqdm import tqdm
+
+    from .predict import as_gray
 
     coco_path = Path(coco_path)
     gt = load_coco(coco_path)
@@ -267,15 +283,12 @@ def evaluate_predictor(predict_fn, coco_path, images_root=None, *, progress: boo
             raise System1Error(f"no images with split {split!r} in {coco_path}")
         gt = coco_subset(gt, images)
     check_usable(gt, coco_path)
+    if not images_checked:
+        check_images(gt, root)
     detections: list[dict] = []
     spent = 0.0
     for im in tqdm(gt["images"], desc="evaluate", unit="img", disable=not progress):
-        f = root / im["file_name"]
-        if not f.is_file():
-            raise System1Error(f"image not found: {f}")
-        gray = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
-            raise System1Error(f"cannot read image (corrupt or not an image): {f}")
+        gray = as_gray(root / im["file_name"])
         t0 = time.perf_counter()
         preds = predict_fn(gray)
         spent += time.perf_counter() - t0
@@ -363,6 +376,9 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
     """
     gt = load_coco(coco_path)
     split = "val" if any(im.get("split") == "val" for im in gt["images"]) else None
+    scored = coco_subset(gt, [im["id"] for im in gt["images"] if im.get("split") == split]) if split else gt
+    check_usable(scored, coco_path)      # the file and its images, before the model loads
+    check_images(scored, Path(images_root) if images_root is not None else Path(coco_path).parent)
     det = detector if detector is not None else _detector(model_path, device, shape_mode, test_size, stamp_vote,
                                                            views, amp, stroke_mode, rescore)
 
@@ -370,7 +386,8 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
         return [d if isinstance(d, dict) else d.to_dict() for d in det.detect(gray)]
 
     spent = det.seconds if isinstance(det, CachedDetector) else None
-    metrics, _ = evaluate_predictor(predict_fn, coco_path, images_root, progress=progress, split=split)
+    metrics, _ = evaluate_predictor(predict_fn, coco_path, images_root, progress=progress, split=split,
+                                    images_checked=True)
     if spent is not None:       # remembered images count the time their first detection took
         metrics["ms_per_image"] = 1000.0 * (det.seconds - spent) / max(1, metrics.get("num_images") or 1)
     metrics["model"] = str(model_path)
@@ -404,7 +421,7 @@ def cli_evaluate(args):
     write_json_atomic(args.out, m)
     line = f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  AR100 {m['AR100']:.3f}"
     if m.get("style_accuracy") is not None:
-        line += f"  style accuracy {m['style_accuracy']:.3f}"
+        line += f"  style accuracy {m['style_accuracy']:.3f} ({m.get('style_matched', 0)} strokes matched)"
     print(line)
     for t, v in (m.get("per_type") or {}).items():
         print(f"  {t}: AP {v['AP']:.3f}  AP50 {v['AP50']:.3f}")

@@ -21,11 +21,10 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from .baseline import DILATE
-from .boxes import pairwise_iou_xywh
+from .baseline import ink_components
+from .boxes import greedy_match, pairwise_iou_xywh
 from .settings import PARSE_MIN_SCORE
 
 EDGE_BAND = 2          # px: ink this close inside a box's side counts as meeting that side
@@ -34,15 +33,6 @@ FILL_MIN_INK = 25      # px of a 512 px image (scaled by area): uncovered ink a 
 FILL_NEW_SHARE = 0.5   # ... and at least this share of the stroke box's ink must be uncovered
 FILL_FLOOR = 0.05      # strokes scored this or more (below the parse's threshold) may fill gaps: all that
                        # System1.detect gives by default
-
-
-def ink_components(gray: np.ndarray, dilate: int = DILATE) -> np.ndarray:
-    """Component label of every ink pixel (0 where there is no ink): the ink (darker than 255) dilated
-    by a ``dilate`` x ``dilate`` square, 8-connected, as :func:`baseline.classical_shapes` splits it."""
-    ink = (np.asarray(gray) < 255).astype(np.uint8)
-    grown = cv2.dilate(ink, np.ones((dilate, dilate), np.uint8)) if dilate > 1 else ink
-    _, labels = cv2.connectedComponents(grown, connectivity=8)
-    return np.where(ink > 0, labels, 0).astype(np.int32)
 
 
 def _window(box, shape) -> tuple[int, int, int, int]:
@@ -261,13 +251,8 @@ def _match(gt_boxes, det_boxes, same_class, iou_thr: float) -> dict[int, int]:
     if not len(gt_boxes) or not len(det_boxes):
         return {}
     iou, _ = pairwise_iou_xywh(det_boxes, gt_boxes)
-    taken, out = set(), {}
-    for i in range(len(det_boxes)):
-        order = [g for g in np.argsort(-iou[i]) if iou[i, g] >= iou_thr and g not in taken and same_class(i, g)]
-        if order:
-            out[i] = int(order[0])
-            taken.add(int(order[0]))
-    return out
+    allowed = np.array([[same_class(i, g) for g in range(len(gt_boxes))] for i in range(len(det_boxes))], bool)
+    return greedy_match(iou, iou_thr, allowed)
 
 
 def parse_scores(shapes_gt: dict, strokes_gt: dict, parses: dict, *, iou_thr: float = 0.5) -> dict:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,8 +36,8 @@ from .errors import System1Error
 from .grouping import ImageParse, parse_detections
 from .precision import autocast, autocast_dtype
 from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE, MAX_TEST_SIZES,
-                       PARSE_MIN_SCORE, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE, TEST_SIZE_RANGE, TEST_VIEWS,
-                       default_test_size)
+                       OVERLAY_MIN_SCORE, PARSE_MIN_SCORE, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE,
+                       TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
 from .rescore import RESCORE_MIN_SCORE, stroke_features
 from .views import MAX_VIEWS, fuse, to_original, view_images
 
@@ -57,19 +59,104 @@ class Detection:
 
 
 def as_gray(image) -> np.ndarray:
-    """A path, a gray array or a BGR/RGB array -> a 2-D uint8 array."""
+    """A path, a PIL image or an array -> a 2-D uint8 gray image, black ink on white.
+
+    Files are read as OpenCV reads them in gray (16 bits shifted to 8, a JPEG's EXIF orientation
+    applied); one with an alpha channel is laid over a white page. Arrays may be H x W (gray) or
+    H x W x 1, 3 or 4 (BGR, alpha laid over white) of any integer, float or bool type: uint16 is
+    shifted to 8 bits as OpenCV does, numbers whose maximum is at most 1 (floats, bools, 0/1
+    integers) are taken as 0..1, others clipped to 0..255. PIL images are taken in their own
+    channel order (RGB). Anything else is a :class:`System1Error` naming it."""
     if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
-        if arr is None:
-            raise System1Error(f"image {image} is missing or unreadable")
-        return arr
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        arr = cv2.cvtColor(arr[..., :3].astype(np.uint8), cv2.COLOR_BGR2GRAY)
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        return _read_gray(os.fspath(image))
+    if type(image).__module__.startswith("PIL."):
+        return _array_to_gray(_pil_to_array(image), "image")
+    return _array_to_gray(np.asarray(image), "image")
+
+
+def _read_gray(path: str) -> np.ndarray:
+    arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
+    if arr is None:
+        raise System1Error(f"image {path} is missing or unreadable")
+    if _may_have_alpha(path):
+        full = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if full is not None and full.ndim == 3 and full.shape[2] == 4:
+            return _array_to_gray(full, f"image {path}")
     return arr
+
+
+def _may_have_alpha(path: str) -> bool:
+    """Whether a file may carry an alpha channel: a PNG says so in its header (colour types 4 and 6);
+    WebP and TIFF files are read in full to see."""
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in (".webp", ".tif", ".tiff"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[25] in (4, 6)
+
+
+def _pil_to_array(image) -> np.ndarray:
+    """A PIL image as an array in this module's conventions (BGR channel order, 16 bits as uint16)."""
+    mode = image.mode
+    if mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16L", "I;16B", "F"):
+        image, mode = image.convert("RGBA"), "RGBA"       # palette, LA, 1-bit, CMYK, ...: as they show
+    arr = np.asarray(image)
+    if mode == "RGB":
+        return arr[..., ::-1]
+    if mode == "RGBA":
+        return arr[..., [2, 1, 0, 3]]
+    if mode == "I" and arr.size and arr.max() > 255:      # 32-bit integers holding a 16-bit image
+        return np.clip(arr, 0, 65535).astype(np.uint16)
+    return arr
+
+
+def check_image_files(paths, hint: str) -> None:
+    """Every path is an image :func:`as_gray` reads, or one System1Error naming the first bad one,
+    how many more there are, and ``hint``: checked before any inference, since reading a thousand
+    images takes seconds and a bad last one would otherwise throw away minutes of work."""
+    bad = []
+    for path in paths:
+        try:
+            as_gray(path)
+        except System1Error as exc:
+            bad.append(str(exc))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise System1Error(f"{bad[0]}{more}; {hint}")
+
+
+def _array_to_gray(arr: np.ndarray, what: str) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise System1Error(f"{what}: expected H x W (gray) or H x W x 3 or 4 (colour, channels last), "
+                           f"got an array of shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise System1Error(f"{what} is empty (shape {arr.shape})")
+    if arr.dtype == np.uint8:
+        arr8 = arr
+    elif arr.dtype == bool or np.issubdtype(arr.dtype, np.number):
+        vals = arr.astype(np.float64)
+        if not np.isfinite(vals).all():
+            raise System1Error(f"{what} has NaN or infinite values")
+        if arr.dtype == np.uint16:
+            vals = np.floor(vals / 256.0)           # as OpenCV reads a 16-bit file in 8 bits
+        elif vals.max() <= 1.0:
+            vals = vals * 255.0
+        arr8 = np.clip(np.rint(vals), 0, 255).astype(np.uint8)
+    else:
+        raise System1Error(f"{what}: expected numbers, got an array of {arr.dtype}")
+    if arr8.ndim == 2:
+        return arr8
+    gray = cv2.cvtColor(np.ascontiguousarray(arr8[..., :3]), cv2.COLOR_BGR2GRAY)
+    if arr8.shape[2] == 4:          # alpha: ink over a white page
+        alpha = arr8[..., 3].astype(np.float32) / 255.0
+        gray = np.rint(gray * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    return gray
 
 
 def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
@@ -149,6 +236,9 @@ SHAPE_MODES = ("hybrid", "snap", "model")
 STROKE_MODES = ("snap", "model")
 
 
+LEFTOVER_FLOOR, LEFTOVER_SPAN = 0.05, 0.2     # hybrid shapes no ink component explains: 0.05 to 0.25
+
+
 def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whole=HYBRID_WHOLE,
                   parts_min=HYBRID_PARTS_MIN):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
@@ -157,7 +247,8 @@ def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whol
     the network is confident (>= ``confident``) of two or more distinct shapes inside one component,
     and does not also see the component as one shape (no box at IoU >= ``same`` with it scored
     ``whole`` or more), those boxes replace it and the component drops to 0.25. Network boxes that
-    no component explains are kept below every component (score x 0.25); those that match a
+    no component explains are kept below every component (``LEFTOVER_FLOOR + LEFTOVER_SPAN x score``:
+    0.05 to 0.25, so the default threshold keeps them, in the network's order); those that match a
     component (IoU >= 0.5) are dropped as its duplicates, unless the component is one the network
     sees two or more distinct shapes inside, scored ``parts_min`` or more, and did not split: those
     shapes stay, with the leftovers (a shape that touches a smaller one can match their joint
@@ -191,7 +282,8 @@ def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whol
             if len(kept) >= 2:      # shapes inside it, not duplicates of it: they stay, with the leftovers
                 matched = [k for k in matched if k not in kept]
         used.update(matched)
-    out.extend(Detection(d.bbox, d.score * 0.25, "shape") for k, d in enumerate(model_shapes) if k not in used)
+    out.extend(Detection(d.bbox, LEFTOVER_FLOOR + LEFTOVER_SPAN * d.score, "shape")
+               for k, d in enumerate(model_shapes) if k not in used)
     return out
 
 
@@ -362,7 +454,8 @@ class System1:
         meet the ink (as ``stroke_mode`` and ``shape_mode`` say), then the strokes rescored (if the model
         has a rescorer that matches how this system runs, and ``rescore``): the fused strokes scored
         ``rescore.RESCORE_MIN_SCORE`` (0.05) or more get new scores from 0.05 to 1 in the rescorer's
-        order, and ``score_threshold`` applies to the new scores."""
+        order, and ``score_threshold`` applies to the new scores (and to the hybrid's shape scores):
+        every detection returned scores ``score_threshold`` or more."""
         import torch
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
         # outputs without view indices (a plain torchvision model's) are one view
@@ -399,7 +492,8 @@ class System1:
             for d, sc in zip(strokes, new.tolist()):     # from RESCORE_MIN_SCORE to 1, as the rescorer ranks them
                 d.score = RESCORE_MIN_SCORE + (1.0 - RESCORE_MIN_SCORE) * float(sc)
             strokes = sorted((d for d in strokes if d.score >= score_threshold), key=lambda d: -d.score)
-        return shapes + strokes
+        # the hybrid gives shapes new scores (ink components 0.5 to 1): the threshold holds for those too
+        return [d for d in shapes if d.score >= score_threshold] + strokes
 
     @property
     def n_views(self) -> int:
@@ -427,21 +521,50 @@ class System1:
         return out
 
 
-def draw_overlay(gray, detections, path):
+def draw_overlay(gray, detections, path, min_score: float = OVERLAY_MIN_SCORE):
+    """The image with a box and a label (category, style, score) for each detection scored
+    ``min_score`` or more: shapes green, lines blue, arcs red."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     colours = {"shape": (0, 160, 0), "line": (200, 80, 0), "arc": (0, 0, 220)}
     for d in detections:
-        if d.score < 0.3:
+        if d.score < min_score:
             continue
         x, y, w, h = [int(round(v)) for v in d.bbox]
         cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), colours[d.category], 1)
         label = d.category if d.style is None else f"{d.category}/{d.style}"
         cv2.putText(img, f"{label} {d.score:.2f}", (x, max(y - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
                     colours[d.category], 1, cv2.LINE_AA)
-    cv2.imwrite(path, img)
+    if not cv2.imwrite(path, img):
+        raise System1Error(f"cannot write overlay {path}")
+
+
+def overlay_names(names: list[str]) -> list[str]:
+    """One overlay file name per image name (a path relative to the images' folder): the path with
+    its folders joined by ``__`` and ``_overlay.png`` for its extension, so that ``bd_x/pos_0.png``
+    and ``ff_y/pos_0.png`` do not overwrite each other; where two names still meet (``a.png`` and
+    ``a.jpg``), the extension stays in the name, and names that meet even so (``a/b.png`` and
+    ``a__b.png``) get ``_2``, ``_3``, ...: every image has an overlay of its own."""
+    def flat(name, keep_ext):
+        name = name.replace("\\", "/").strip("/")
+        stem = name if keep_ext else os.path.splitext(name)[0]
+        return stem.replace("/", "__").replace(".", "_" if keep_ext else ".") + "_overlay.png"
+    first = [flat(n, False) for n in names]
+    counts = Counter(first)
+    out = [flat(n, True) if counts[f] > 1 else f for n, f in zip(names, first)]
+    seen, taken = Counter(), set(out)
+    for i, f in enumerate(out):                # names that still meet get _2, _3, ... in the list's order
+        seen[f] += 1
+        if seen[f] > 1:
+            k = seen[f]
+            while f"{f[:-len('_overlay.png')]}_{k}_overlay.png" in taken:
+                k += 1
+            out[i] = f"{f[:-len('_overlay.png')]}_{k}_overlay.png"
+            taken.add(out[i])
+    return out
 
 
 def _image_list(args):
+    from .io_utils import IMAGE_SUFFIXES
     if args.coco:
         from .evaluate import load_coco
         from .data.coco import check_usable
@@ -452,9 +575,15 @@ def _image_list(args):
         return [(im["id"], im["file_name"], os.path.join(root, im["file_name"])) for im in coco["images"]], cats
     if not os.path.isdir(args.images):
         raise System1Error(f"--images {args.images} is not a folder")
-    files = sorted(f for f in os.listdir(args.images) if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+    root = Path(args.images).resolve()
+    skip = Path(args.overlay_dir).resolve() if args.overlay_dir else None     # our own overlays, from before,
+    if skip is not None and root not in skip.parents:                         # when they lie in a subfolder
+        skip = None
+    files = sorted(p.relative_to(args.images).as_posix() for p in Path(args.images).rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and not (skip is not None and skip in p.resolve().parents))
     if not files:
-        raise System1Error(f"no images in {args.images}")
+        raise System1Error(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {args.images} or its subfolders")
     return [(None, f, os.path.join(args.images, f)) for f in files], None
 
 
@@ -469,6 +598,10 @@ def cli_predict(args):
         check_not_an_input(args.parse_out, inputs + [args.out], "--parse-out")
     if args.overlay_dir is not None:
         make_output_dir(args.overlay_dir, "--overlay-dir")
+    items, cats = _image_list(args)             # the images, every one read once, before the model loads
+    check_image_files([path for _, _, path in items],
+                      "check --images-root or the file's file_name fields" if args.coco else "remove or fix it")
+    overlays = overlay_names([name for _, name, _ in items])
     if args.model == "baseline":
         from .baseline import ClassicalBaseline
         detector = ClassicalBaseline()
@@ -477,14 +610,13 @@ def cli_predict(args):
                                 test_size=args.test_size, stamp_vote=not args.no_stamp_vote,
                                 views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode,
                                 rescore=not args.no_rescore)
-    items, cats = _image_list(args)
     if args.parse_out and getattr(detector, "rescorer", True) is None:
         print(f"note: the stroke scores are not rescored (no rescorer for these settings), so "
               f"--parse-min-score {args.parse_min_score:g} keeps other strokes than it was chosen for",
               file=sys.stderr)
     results, parses = [], []
     progress = not args.no_progress and sys.stderr.isatty()
-    for image_id, name, path in tqdm(items, unit="img", desc="predict", disable=not progress):
+    for (image_id, name, path), overlay in zip(tqdm(items, unit="img", desc="predict", disable=not progress), overlays):
         gray = as_gray(path)
         dets = detector.detect(gray)
         dets = [d if isinstance(d, Detection) else Detection(**d) for d in dets]
@@ -507,8 +639,8 @@ def cli_predict(args):
                 r["file_name"] = name
             results.append(r)
         if args.overlay_dir:
-            draw_overlay(gray, dets, os.path.join(args.overlay_dir, os.path.splitext(os.path.basename(name))[0]
-                                                  + "_overlay.png"))
+            draw_overlay(gray, dets, os.path.join(args.overlay_dir, overlay),
+                         max(args.overlay_min_score, args.score_threshold))
     write_json_atomic(args.out, results, indent=None)
     print(f"wrote {len(results)} detections for {len(items)} images to {args.out}")
     if args.parse_out:

@@ -37,7 +37,7 @@ import time
 import cv2
 import numpy as np
 
-from .boxes import pairwise_iou_xywh
+from .boxes import greedy_match, pairwise_iou_xywh
 
 RESCORE_MIN_SCORE = 0.05      # the fused score from which strokes are rescored (the default threshold)
 FEATURES = ("score", "rank", "rel", "rank_t", "arc", "w", "h", "lasp", "larea", "n_str",
@@ -155,13 +155,8 @@ def greedy_targets(strokes: list, truth: dict[str, list]) -> np.ndarray:
         if not boxes or not idx:
             continue
         iou = pairwise_iou_xywh([strokes[i].bbox for i in idx], boxes)[0]
-        used = np.zeros(len(boxes), bool)
-        for row, i in zip(iou, idx):
-            cand = np.where(used, -1.0, row)
-            j = int(cand.argmax())
-            if cand[j] >= 0.5:
-                used[j] = True
-                target[i] = cand[j]
+        for row, j in greedy_match(iou, 0.5).items():
+            target[idx[row]] = iou[row, j]
     return target
 
 

@@ -30,8 +30,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   then checked on the real set: 0.9898 -> 0.9923 and 0.9842 -> 0.9883.
   ``HYBRID_PARTS_MIN``: the network's boxes that match a component (IoU >= 0.5) are dropped as
   duplicates of it, except where the network sees two or more distinct shapes inside the component
-  scored at least this and did not split it: those stay, below every component (score x 0.25, with
-  the network's other leftovers), since a shape that touches a smaller one can match their joint
+  scored at least this and did not split it: those stay, below every component (0.05 + 0.2 x
+  the network's score, with the network's other leftovers), since a shape that touches a smaller one can match their joint
   component. Chosen on the 400 synthetic validation images with two models' outputs (shapes AP
   0.8891 -> 0.8962 and 0.8791 -> 0.8852; on the 63 images whose shapes touch 0.413 -> 0.441 and
   0.383 -> 0.410; 0.2 and 0.4 within 0.003 of 0.3), then checked on the real set: 0.9923 -> 0.9950
@@ -96,6 +96,7 @@ STAMP_VOTE_RULES = 3
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
 # the stroke rescorer's features, target or network; a change retrains the rescorer (1: the first)
 RESCORER_VERSION = 1
+OVERLAY_MIN_SCORE = 0.3   # overlays (predict --overlay-dir) draw detections scored this or more
 PARSE_MIN_SCORE = 0.5     # System1.parse keeps shapes and strokes scored this or more (and strokes that fill gaps)
 GROUPING_VERSION = 3      # the rule that puts strokes in shapes (grouping.assign_strokes); 2: ties within 90%,
                           # strokes of shapes not kept left unassigned; 3: lower-scored strokes fill gaps

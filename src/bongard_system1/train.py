@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .configs import config_diff
 from .errors import System1Error
 from .io_utils import fsync_dir, write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
@@ -229,11 +230,6 @@ def plot_curves(history, path):
     os.replace(tmp, path)
 
 
-def _config_diff(old: dict, new: dict):
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
-
-
 def _dataset_signature(data_dir):
     path = os.path.join(data_dir, "dataset.json")
     if os.path.exists(path):
@@ -398,8 +394,8 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
 
     state = None if restart else _read_resume_state(out_dir)
     if state is not None and state["config_hash"] != cfg.hash():
-        diff = _config_diff(state["config"], cfg.result_dict())
-        raise System1Error(f"{out_dir} holds a run with another config ({'; '.join(diff)}); "
+        diff = config_diff(state["config"], cfg.result_dict())
+        raise System1Error(f"{out_dir} holds a run with another config ({diff}); "
                            "pass --restart to start over or use another --out")
     torch.manual_seed(cfg.seed)
     if dev == "cpu":
@@ -434,9 +430,17 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         epochs = _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, time_budget)
     else:
         epochs = cfg.epochs
-    write_json_atomic(os.path.join(out_dir, "config.json"), dict(cfg.result_dict(), config_hash=cfg.hash(),
-                                                                 planned_epochs=epochs, device=dev,
-                                                                 data_dir=cfg.data_dir))
+    def write_config():
+        write_json_atomic(os.path.join(out_dir, "config.json"), dict(cfg.result_dict(), config_hash=cfg.hash(),
+                                                                     planned_epochs=epochs, device=dev,
+                                                                     data_dir=cfg.data_dir))
+
+    # --restart: the old run's files (its checkpoints and config.json) go only when the new run's
+    # first epoch is trained and validated (drop_old_run), so a kill before that leaves the old run
+    # as it was; a kill after it leaves a folder without last.pt, where the same command starts anew
+    old_run = restart and any(os.path.exists(os.path.join(out_dir, f)) for f in ("last.pt", "last.prev.pt"))
+    if not old_run:
+        write_config()
     swa_epochs, early_epochs, early_size = epoch_plan(epochs, cfg.swa_fraction, cfg.image_size, cfg.early_scale)
     main_epochs = epochs - swa_epochs
     peak = cfg.peak_lr()
@@ -471,15 +475,19 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
             write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
             plot_curves(history, os.path.join(out_dir, "training_curves.png"))
 
-    old_run = restart          # --restart: the old run's files go only when the new run's first epoch is done
-
-    def checkpoint(epoch):
+    def drop_old_run():
+        """--restart, once the new run's first epoch is trained and validated: the old run's
+        checkpoints go and config.json describes the new run, before any new file is written."""
         nonlocal old_run
         if old_run:
-            for f in ("last.pt", "last.prev.pt"):
+            for f in ("last.pt", "last.prev.pt", "best.pt"):
                 if os.path.exists(os.path.join(out_dir, f)):
                     os.remove(os.path.join(out_dir, f))
+            write_config()
             old_run = False
+
+    def checkpoint(epoch):
+        drop_old_run()
         _atomic_torch_save({
             "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": cfg.result_dict(), "config_hash": cfg.hash(),
             "model_config": mcfg.to_dict(), "class_names": names, "model": model_state(model),
@@ -545,6 +553,7 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
                "val_style_accuracy": metrics.get("style_accuracy"), "swa": is_swa,
                "seconds": round(time.time() - t0, 1)}
         history.append(row)
+        drop_old_run()
         if metrics["AP"] > best:
             best = metrics["AP"]
             save_best(eval_model, metrics, epoch + 1, is_swa)

@@ -39,7 +39,9 @@ def view_images(gray: np.ndarray, n: int) -> list[np.ndarray]:
     """The first ``n`` views of a 2-D image (contiguous arrays)."""
     views = (gray, gray[:, ::-1], gray[::-1, :], gray.T, gray[::-1, ::-1], gray[:, ::-1].T, gray[::-1, :].T,
              gray[::-1, ::-1].T)
-    return [np.ascontiguousarray(v) for v in views[:n]]
+    # a copy, not np.ascontiguousarray: numpy calls a reversed view with an axis of length 1
+    # contiguous and returns it with a negative stride, which torch.from_numpy refuses
+    return [np.array(v, order="C", copy=True) for v in views[:n]]
 
 
 def to_original(boxes, view: int, width: int, height: int):

@@ -32,6 +32,7 @@ from concurrent.futures import ProcessPoolExecutor
 import cv2
 import numpy as np
 
+from ..configs import config_diff
 from ..errors import System1Error
 from ..io_utils import write_json_atomic
 from ..logo.render import render
@@ -53,6 +54,15 @@ def dataset_params(num_images, image_size, seed, val_fraction, max_shapes):
     """The arguments that decide the dataset's content (worker counts are not among them)."""
     return {"format_version": DATA_FORMAT_VERSION, "num_images": int(num_images), "image_size": int(image_size),
             "seed": int(seed), "val_fraction": float(val_fraction), "max_shapes": int(max_shapes)}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow),
+    else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _check_args(num_images, image_size, val_fraction, max_shapes, workers):
@@ -145,10 +155,6 @@ def _read_manifest(out):
     if not isinstance(manifest, dict) or not isinstance(manifest.get("params", {}), dict):
         raise System1Error(f"{path} is not a dataset manifest; delete the folder or choose another --out")
     return manifest
-
-
-def _differences(old, new):
-    return ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
 
 class _Assembler:
@@ -286,9 +292,9 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     if manifest is not None:
         if manifest.get("params") != params:
             raise System1Error(f"{out_dir} holds a dataset made with other arguments "
-                               f"({_differences(manifest.get('params', {}), params)}); use another --out or delete it")
+                               f"({config_diff(manifest.get('params', {}), params)}); use another --out or delete it")
         if manifest.get("status") == "complete":
-            counts = validate_dataset(out, int(workers or os.cpu_count() or 1))
+            counts = validate_dataset(out, int(workers or usable_cores()))
             if not quiet:
                 print(f"dataset already complete in {out_dir}: {counts['images']} images, "
                       f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked)")
@@ -299,7 +305,7 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     try:
         os.makedirs(os.path.join(out, "images"), exist_ok=True)
         os.makedirs(os.path.join(out, ".parts"), exist_ok=True)
-        workers = int(workers or os.cpu_count() or 1)
+        workers = int(workers or usable_cores())
         if manifest is None or not isinstance(manifest.get("chunk_size"), int) or manifest["chunk_size"] < 1:
             # The chunks are fixed by the first run, so a resumed run finds its parts whatever --workers is.
             manifest = {"params": params, "status": "in_progress",
@@ -347,7 +353,8 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     counts = {"images": n_img, "shapes": n_shapes, "strokes": n_strokes}
     manifest = {"params": params, "status": "complete", "num_images": n_img, "num_train": n_img - n_val,
                 "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,
-                "split": "seeded permutation: the first round(N*val_fraction) image indices are 'val'"}
+                "split": "val: the first round(N*val_fraction) indices of a permutation of the image indices "
+                         "seeded by seed (generate.val_ids); each image's record says its split"}
     write_json_atomic(os.path.join(out, "dataset.json"), manifest)
     shutil.rmtree(os.path.join(out, ".parts"), ignore_errors=True)
     if not quiet:

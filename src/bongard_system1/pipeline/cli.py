@@ -69,7 +69,9 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                    help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
     g.add_argument("--seed", type=_seed)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--workers", type=_non_negative_int, metavar="N", help="loader workers (not part of any config)")
+    g.add_argument("--workers", type=_non_negative_int, metavar="N", help="training loader workers, and the data stage's drawing processes (default: the profile's "
+                        "loader workers, and every core for drawing; 0: no loader workers, one drawing process; "
+                        "not part of any config)")
     p.add_argument("--workdir", default=".", type=_path, metavar="DIR", help="work directory (default: the current directory)")
     p.add_argument("--real-data", "--real_data", dest="real_data", default=None, metavar="PATH",
                    help="real COCO shapes file or its folder (default: ../shared/real-bongard-logo/shapes_coco.json when it "

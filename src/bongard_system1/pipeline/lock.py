@@ -28,6 +28,7 @@ class PipelineLock:
         self.lock_path = self.dir / LOCK_NAME
         self.pid_path = self.dir / PID_NAME
         self._lock: filelock.BaseFileLock | None = None
+        self._pid_file_gone = False
 
     def holder(self) -> str:
         """The holder's pid (and start time) as written in the side file, or ``unknown``."""
@@ -42,14 +43,20 @@ class PipelineLock:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise System1Error(f"cannot write to work directory {self.workdir}: {exc.strerror or exc}") from None
-        lock = filelock.FileLock(str(self.lock_path), timeout=0)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise System1Error(f"another pipeline run holds the lock on {self.workdir} ({self.holder()}); "
-                               "wait for it to finish or stop that process") from None
-        except OSError as exc:
-            raise System1Error(f"cannot lock work directory {self.workdir}: {exc.strerror or exc}") from None
+        for _ in range(5):
+            lock = filelock.FileLock(str(self.lock_path), timeout=0)
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                raise System1Error(f"another pipeline run holds the lock on {self.workdir} ({self.holder()}); "
+                                   "wait for it to finish or stop that process") from None
+            except OSError as exc:
+                raise System1Error(f"cannot lock work directory {self.workdir}: {exc.strerror or exc}") from None
+            if self._names_locked_file(lock):
+                break
+            lock.release()      # the file was unlinked (``reset all``) after we opened it: lock the new one
+        else:
+            raise System1Error(f"cannot lock work directory {self.workdir}: its lock file keeps being replaced")
         self._lock = lock
         try:
             self.pid_path.write_text(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
@@ -58,13 +65,35 @@ class PipelineLock:
             pass
         return self
 
+    def _names_locked_file(self, lock) -> bool:
+        """Whether the lock path still names the file this process holds locked. ``reset all`` unlinks
+        the lock file while it holds it; a process that opened that file just before and locks it
+        just after would otherwise run beside one that locks the new file at the same path."""
+        fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+        if fd is None:           # a filelock without this attribute: nothing to compare
+            return True
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+        except OSError:
+            return False
+
+    def unlink_files(self) -> None:
+        """Remove the lock's files while holding it (``reset all``): see :meth:`_names_locked_file`."""
+        for path in (self.pid_path, self.lock_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        self._pid_file_gone = True      # release must not unlink a pid file a new run writes meanwhile
+
     def release(self) -> None:
         if self._lock is None:
             return
-        try:
-            self.pid_path.unlink()
-        except OSError:
-            pass
+        if not self._pid_file_gone:
+            try:
+                self.pid_path.unlink()
+            except OSError:
+                pass
         try:
             self._lock.release()
         finally:

@@ -18,7 +18,6 @@ Standard library only at import time: the deep model check imports the trainer l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..configs import config_diff, config_hash
 from ..errors import System1Error
 from ..io_utils import sha256_file, write_json_atomic
 
@@ -42,30 +42,6 @@ VERSIONED_PACKAGES = ("bongard-system1", "torch", "torchvision", "numpy", "openc
 
 def now_text() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def config_hash(config: dict) -> str:
-    """A short, stable hash of a config dict (canonical JSON)."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def config_diff(old: dict | None, new: dict) -> str:
-    """``epochs 25 -> 50, image_size 320 -> 416`` for the keys whose values differ."""
-    old = old or {}
-    parts = []
-    for key in list(new) + [k for k in old if k not in new]:
-        a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
-        if a != b:
-            parts.append(f"{key} {_short(a)} -> {_short(b)}")
-    return ", ".join(parts)
-
-
-def _short(value) -> str:
-    text = "none" if value is None else str(value)
-    if isinstance(value, str) and len(text) > 40:
-        text = "..." + text[-37:]
-    return text
 
 
 def library_versions() -> dict:

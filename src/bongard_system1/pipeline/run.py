@@ -22,9 +22,9 @@ def run_pipeline(opts: RunOptions) -> dict:
     """Run data, training and evaluation, skipping what is done; write and return the results."""
     workdir = Path(opts.workdir).resolve()
     opts.workdir = workdir
-    check_writable(workdir)
-    check_real_data(opts.real_data)
     profile = opts.settings["profile"]
+    check_writable(workdir, results_path(workdir, profile))
+    check_real_data(opts.real_data)
     with PipelineLock(workdir):
         log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training.log"))
         log(f"System 1 pipeline: profile {profile}, work directory {workdir}"

@@ -176,8 +176,9 @@ def swap_in(staging: Path, target: Path) -> None:
         rmtree(old)
 
 
-def check_writable(workdir: Path) -> None:
-    """The work directory and the folders every run writes in can be written, or one error line now."""
+def check_writable(workdir: Path, results_file: Path | None = None) -> None:
+    """The work directory and the folders every run writes in can be written, and ``results_file``
+    (written at the end) is not a folder, or one error line now, before any stage runs."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f".system1_write_probe_{os.getpid()}"
@@ -189,6 +190,9 @@ def check_writable(workdir: Path) -> None:
         if (workdir / name).exists() and not (workdir / name).is_dir():
             raise System1Error(f"{workdir / name} is a file, where the pipeline keeps its {name}/ folder; "
                                "move it away or use another --workdir")
+    if results_file is not None and results_file.is_dir():
+        raise System1Error(f"{results_file} is a folder, where the pipeline writes its results file; "
+                           "move it away or use another --workdir")
 
 
 def _choose_build_dir(decision: Decision, target: Path, workdir: Path) -> tuple[Path, bool]:
@@ -281,9 +285,13 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     try:
         from ..data.generate import generate_dataset   # lazy: numpy, cv2
 
-        workers = s.get("workers")
+        # drawing is CPU-bound and its processes end with the stage: every core this process may use,
+        # unless --workers says otherwise (0: one process); a profile's loader count does not cap it
+        given = (ctx.opts.overrides or {}).get("workers")
+        if given is None and s.get("workers") == 0:
+            given = 0                               # a profile that keeps to one process (smoke)
         manifest = generate_dataset(str(build), num_images=s["dataset_size"], image_size=s["image_size"],
-                                    seed=s["seed"], workers=(workers or None) if workers != 0 else 1,
+                                    seed=s["seed"], workers=None if given is None else max(1, given),
                                     val_fraction=s["val_fraction"], max_shapes=s["max_shapes"],
                                     progress=ctx.opts.progress)
         counts = _dataset_counts(build, manifest, s["dataset_size"])

@@ -146,7 +146,7 @@ def reset_stage(workdir, stage: str) -> list[str]:
 
     first = 0 if stage == "all" else STAGES.index(stage)
     had_records = mgr.dir.is_dir() and any(not p.name.startswith(".pipeline.lock") for p in mgr.dir.iterdir())
-    with PipelineLock(workdir):
+    with PipelineLock(workdir) as lock:
         for name in STAGES[first:]:
             rec, _ = mgr.read(name)
             if name == "data":
@@ -176,17 +176,12 @@ def reset_stage(workdir, stage: str) -> list[str]:
             for child in sorted(mgr.dir.iterdir()) if mgr.dir.is_dir() else []:
                 if not child.name.startswith(".pipeline.lock"):
                     remove(child)
-    if stage == "all" and mgr.dir.is_dir():
-        # the lock's own files last, once released (a run starting just now recreates them)
-        for name in (".pipeline.lock.pid", ".pipeline.lock"):
+        if stage == "all" and mgr.dir.is_dir():
+            lock.unlink_files()     # while held, so that no other run can hold the file being unlinked
             try:
-                (mgr.dir / name).unlink()
-            except FileNotFoundError:
+                mgr.dir.rmdir()
+                if had_records:
+                    deleted.append("checkpoints/")
+            except OSError:
                 pass
-        try:
-            mgr.dir.rmdir()
-            if had_records:
-                deleted.append("checkpoints/")
-        except OSError:
-            pass
     return deleted
