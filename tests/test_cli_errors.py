@@ -149,12 +149,40 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
 
 def test_images_are_written_only_under_image_names(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    line = one_error_line(capsys, exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", "shape.txt"]))
-    assert "give an image file name" in line
+    for name in ("shape.txt", "shape.jpg"):      # a JPEG's artefacts would spread ink past the boxes
+        line = one_error_line(capsys, exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", name]))
+        assert "expected a .png file" in line
     line = one_error_line(capsys, exit_code(["preview", "--data", tmp_path, "--out", tmp_path]))
     assert "is a folder" in line
-    assert exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", "shape.png"]) == 0
-    assert (tmp_path / "shape.png").stat().st_size > 0
+    line = one_error_line(capsys, exit_code(["preview", "--data", tmp_path, "--out", "grid.txt"]))
+    assert "give an image file name" in line
+    assert not any(tmp_path.iterdir())
+    assert exit_code(["draw", "--program", "line_normal_0.500-0.500", "--out", "new/sub/shape.png"]) == 0
+    assert (tmp_path / "new" / "sub" / "shape.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("program, says", [("arc_normal_0.000_0.500-0.500", "draws no ink"),
+                                           ("line_normal_\u0660.500-0.500", "bad action string"),
+                                           ("line_normal_0.5\u0665-0.500", "bad action string")])
+def test_draw_refuses_a_program_with_no_ink_or_foreign_digits(program, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(capsys, exit_code(["draw", "--program", program, "--out", "shape.png"]))
+    assert says in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_preview_draws_boxes_far_off_the_image_along_its_edge(tmp_path, capsys):
+    from bongard_system1.data.generate import generate_dataset
+    import cv2
+    generate_dataset(tmp_path / "ds", 2, 64, seed=1, workers=1, progress=False, quiet=True)
+    coco = tmp_path / "ds" / "shapes_coco.json"
+    doc = json.loads(coco.read_text())
+    doc["annotations"][0]["bbox"] = [-1e10, 5, 2e10, 1e10]      # a hand-edited file
+    coco.write_text(json.dumps(doc))
+    assert exit_code(["preview", "--data", tmp_path / "ds", "--out", tmp_path / "grid.png"]) == 0, capsys.readouterr().err
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    green = (grid[..., 1] > grid[..., 0] + 80) & (grid[..., 1] > grid[..., 2] + 80)
+    assert green[:, :256].any()
 
 
 def test_predict_on_a_coco_file_with_nothing_to_predict_is_one_line(tmp_path, capsys):

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -385,21 +386,62 @@ def test_status_follows_a_retrain_in_its_staging_folder(fakes, tmp_path, capsys,
     monkeypatch.setattr(fake, "train_detector", plain)
 
 
-def test_reset_never_deletes_outside_the_work_directory(fakes, tmp_path, capsys):
+@pytest.mark.parametrize("record, key, named", [
+    ("data_generation.json", "dir", "../victim"), ("data_generation.json", "dir", ".."),
+    ("data_generation.json", "dir", "processed_data/../.."), ("training.json", "run_dir", "runs/../.."),
+    ("training.json", "run_dir", "."), ("training.json", "run_dir", "VICTIM_ABSOLUTE")])
+def test_reset_never_deletes_outside_the_work_directory(fakes, tmp_path, capsys, record, key, named):
     wd = tmp_path / "wd"
     run(wd)
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("mine")
-    path = wd / "checkpoints" / "data_generation.json"
+    path = wd / "checkpoints" / record
     rec = json.loads(path.read_text())
-    rec["outputs"]["dir"] = "../victim"          # a hand-edited record
+    rec["outputs"][key] = named.replace("VICTIM_ABSOLUTE", str(victim))     # a hand-edited record
     path.write_text(json.dumps(rec))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     capsys.readouterr()
     assert run(wd, "--reset", "data") == 2
     err = capsys.readouterr().err
-    assert "outside the work directory" in err and err.count("\n") == 1
+    assert ("outside the work directory" in err or "the work directory" in err and "itself" in err) and err.count("\n") == 1
     assert (victim / "keep.txt").read_text() == "mine"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_reset_all_deletes_only_what_the_pipeline_wrote(fakes, tmp_path, capsys):
+    # a folder that was never a work directory: its results/, runs/ (TensorBoard's default) and
+    # logs/ are the user's own
+    mine = {"results/table.csv": "a", "runs/tb/events.out": "b", "logs/notes.log": "c", "processed_data/x.npz": "d",
+            "checkpoints/model.ckpt": "e"}
+    for name, text in mine.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert reset_stage(tmp_path, "all") == []
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(mine)
+    assert not list((tmp_path / "checkpoints").glob(".pipeline.lock*"))
+    # a real work directory beside them: the pipeline's files go, the user's stay
+    run(tmp_path)
+    capsys.readouterr()
+    assert run(tmp_path, "--reset", "all") == 0
+    out = capsys.readouterr().out
+    assert "results/system1_training_results.json" in out and "runs/smoke/" in out and "logs/smoke_training.log" in out
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(mine)
+    for name, text in mine.items():
+        assert (tmp_path / name).read_text() == text
+
+
+def test_reset_and_status_refuse_flags_they_would_ignore(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    capsys.readouterr()
+    assert run(wd, "--reset", "data", "--epochs", "3") == 2
+    assert run(wd, "--reset", "training", "--force-all") == 2
+    assert run(wd, "--status", "--force-train") == 2
+    err = capsys.readouterr().err
+    assert "--reset runs nothing, so it takes no --epochs" in err and "no --force-all" in err and "no --force-train" in err
+    assert err.count("\n") == 3
+    assert (wd / "checkpoints" / "data_generation.json").exists() and (wd / "runs" / "smoke").is_dir()
 
 
 @pytest.mark.parametrize("damage", [lambda r: r.update(outputs=[]), lambda r: r["outputs"].update(shapes_coco="x"),
@@ -489,6 +531,38 @@ def test_lock_taken_on_a_file_unlinked_meanwhile_is_taken_again_on_the_new_one(t
             PipelineLock(wd).acquire()
     finally:
         lock.release()
+
+
+def test_a_holder_that_names_nobody_is_looked_at_again_before_the_run_is_refused(tmp_path):
+    # A holder names itself just after it locks and unnames itself just before it lets go (``reset
+    # all`` deletes the pid file, then the lock file): in that gap a second run waits, then either
+    # takes the lock or names the holder.
+    wd = tmp_path / "wd"
+    (wd / "checkpoints").mkdir(parents=True)
+    lock_file, pid_file = wd / "checkpoints" / ".pipeline.lock", wd / "checkpoints" / ".pipeline.lock.pid"
+    code = ("import sys, time, filelock, pathlib; lock = filelock.FileLock(sys.argv[1], timeout=0); "
+            "lock.acquire(); print('held', flush=True); time.sleep(0.4); "
+            "pathlib.Path(sys.argv[2]).write_text('pid 4242, since then') if sys.argv[3] == 'name' else None; "
+            "time.sleep(0.4 if sys.argv[3] == 'leave' else 60)")
+    for then in ("leave", "name", "stay"):
+        proc = subprocess.Popen([PY, "-c", code, str(lock_file), str(pid_file), then],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            start = time.monotonic()
+            if then == "leave":                # it lets go within the wait: the lock is taken
+                PipelineLock(wd).acquire().release()
+            else:
+                with pytest.raises(System1Error) as err:
+                    PipelineLock(wd).acquire()
+                assert ("pid 4242" if then == "name" else "pid unknown") in str(err.value)
+                if then == "stay":
+                    assert time.monotonic() - start >= 0.9
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+            proc.stdout.close()
+        pid_file.unlink(missing_ok=True)
 
 
 def test_no_checkpoint_reads_and_writes_no_records(fakes, tmp_path, capsys):

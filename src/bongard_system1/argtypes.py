@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .settings import MAX_TEST_SIZES, TEST_SIZE_RANGE
+from .settings import IMAGE_SIZE_RANGE, MAX_DATASET_IMAGES, MAX_TEST_SIZES, TEST_SIZE_RANGE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,7 +34,9 @@ def _number(kind, test, expected):
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-image_px = _number(int, lambda v: 16 <= v <= 4096, "an image size from 16 to 4096 px")
+image_px = _number(int, lambda v: IMAGE_SIZE_RANGE[0] <= v <= IMAGE_SIZE_RANGE[1],
+                   "an image size from {} to {} px".format(*IMAGE_SIZE_RANGE))
+image_count = _number(int, lambda v: 1 <= v <= MAX_DATASET_IMAGES, f"an image count from 1 to {MAX_DATASET_IMAGES}")
 turtle_scale = _number(float, lambda v: 0 < v <= 1000, "a scale above 0 and at most 1000 turtle units")
 max_shapes = _number(int, lambda v: 1 <= v <= 8, "1 to 8 shapes")
 seed_int = _number(int, lambda v: 0 <= v < 2**31, "a seed from 0 to 2147483647")
@@ -54,6 +56,18 @@ def non_empty_path(text):
 
 
 non_empty_path.__name__ = "path"
+
+
+def png_path(text):
+    """A non-empty path ending in .png: drawings with exact boxes are kept lossless (a JPEG's
+    artefacts spread ink past the boxes)."""
+    text = non_empty_path(text)
+    if not str(text).lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"expected a .png file (lossless, so the boxes stay exact), got {text!r}")
+    return text
+
+
+png_path.__name__ = "PNG path"
 
 
 def test_sizes_px(text):

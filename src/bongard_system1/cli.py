@@ -13,11 +13,13 @@ import sys
 
 from .argtypes import OneLineParser
 from .argtypes import half_open_fraction as _fraction
+from .argtypes import image_count as _image_count
 from .argtypes import image_px as _image_px
 from .argtypes import max_shapes as _max_shapes
 from .argtypes import non_empty_path as _path
 from .argtypes import turtle_scale as _turtle_scale
 from .argtypes import non_negative_int as _non_negative_int
+from .argtypes import png_path as _png_path
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import scale_fraction as _scale
@@ -50,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     g = sub.add_parser("generate", help="write a synthetic Bongard-LOGO dataset with COCO boxes")
-    g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--num-images", type=_positive_int, required=True)
+    g.add_argument("--out", required=True, type=_path, help="output folder")
+    g.add_argument("--num-images", type=_image_count, required=True)
     g.add_argument("--image-size", type=_image_px, default=416)
     g.add_argument("--seed", type=_seed, default=0)
     g.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
@@ -63,21 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("draw", help="render one image from action strings (one --program per shape)")
     d.add_argument("--program", action="append", required=True,
                    help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750")
-    d.add_argument("--out", required=True, help="PNG file to write")
+    d.add_argument("--out", required=True, type=_png_path, help="PNG file to write (lossless: a JPEG's artefacts would move the boxes)")
     d.add_argument("--size", type=_image_px, default=512)
     d.add_argument("--scale", type=_turtle_scale, default=180.0, help="scaling factor of every shape (turtle units)")
     d.set_defaults(handler="bongard_system1.logo.render:cli_draw")
 
     v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")
-    v.add_argument("--data", required=True, help="dataset folder (or a folder with shapes_coco.json)")
-    v.add_argument("--out", required=True, help="PNG file to write")
+    v.add_argument("--data", required=True, type=_path, help="dataset folder (or a folder with shapes_coco.json)")
+    v.add_argument("--out", required=True, type=_path, help="image file to write (PNG)")
     v.add_argument("--num", type=_positive_int, default=16)
     v.add_argument("--strokes", action="store_true", help="draw stroke boxes too")
     v.set_defaults(handler="bongard_system1.data.preview:cli_preview")
 
     t = sub.add_parser("train", help="train the detector (resumes after a kill)")
-    t.add_argument("--data", required=True, help="dataset folder written by 'system1 generate'")
-    t.add_argument("--out", required=True, help="run folder: last.pt, best.pt, config.json, metrics.csv")
+    t.add_argument("--data", required=True, type=_path, help="dataset folder written by 'system1 generate'")
+    t.add_argument("--out", required=True, type=_path, help="run folder: last.pt, best.pt, config.json, metrics.csv")
     t.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18")
     t.add_argument("--categories", choices=["shapes", "strokes", "all"], default="all")
     t.add_argument("--epochs", type=_positive_int, default=8, help="default 8, as the quick profile")

@@ -70,6 +70,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 """
 
 DATA_FORMAT_VERSION = 6
+IMAGE_SIZE_RANGE = (32, 4096)   # generated and training image sizes (px)
+MAX_DATASET_IMAGES = 10_000_000  # images one dataset may hold (about 40 GB of PNGs at 416 px)
 TEST_UPSCALE = 1.15
 TEST_SIZE_RANGE = (32, 4096)
 MAX_TEST_SIZES = 3         # sizes whose views may be fused at inference (--test-size 480,416)

@@ -15,9 +15,11 @@ first run fixes the chunks in the in-progress manifest. A rerun with the same ar
 are missing or cut short); other arguments are refused. The train/val split is a seeded
 permutation: ``round(N * val_fraction)`` images get ``"split": "val"``.
 
-Checks: each worker reads every image back after writing it and compares the bytes; at the end
-every image must be there with the size that was written and the counts must match. Run again on
-a complete dataset, the command decodes every image (:func:`validate_dataset`).
+Checks: each worker reads every image back after writing it and compares the bytes; each image's
+record keeps the length and CRC-32 of its PNG bytes, and a resumed run redraws any chunk whose
+images no longer hold them; at the end every image must hold them and the counts must match. Run
+again on a complete dataset, the command draws again any image that is missing or damaged (each
+image comes from its own seeded stream) and then checks every image (:func:`validate_dataset`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import math
 import os
 import shutil
 import sys
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 
 import cv2
@@ -37,7 +40,7 @@ from ..errors import System1Error
 from ..io_utils import write_json_atomic
 from ..logo.render import render
 from ..logo.sample import sample_image
-from ..settings import DATA_FORMAT_VERSION
+from ..settings import DATA_FORMAT_VERSION, IMAGE_SIZE_RANGE, MAX_DATASET_IMAGES
 
 SHAPE_CATEGORIES = [{"id": 1, "name": "shape", "supercategory": "shape"}]
 STROKE_CATEGORIES = [{"id": 1, "name": "line", "supercategory": "stroke"},
@@ -66,20 +69,27 @@ def usable_cores() -> int:
 
 
 def _check_args(num_images, image_size, val_fraction, max_shapes, workers):
-    if int(num_images) <= 0:
-        raise System1Error(f"--num-images must be positive, got {num_images}")
-    if int(image_size) < 32:
-        raise System1Error(f"--image-size must be at least 32, got {image_size}")
+    if not 1 <= int(num_images) <= MAX_DATASET_IMAGES:
+        raise System1Error(f"--num-images must be from 1 to {MAX_DATASET_IMAGES}, got {num_images}")
+    if not IMAGE_SIZE_RANGE[0] <= int(image_size) <= IMAGE_SIZE_RANGE[1]:
+        raise System1Error("--image-size must be from {} to {} px, ".format(*IMAGE_SIZE_RANGE) + f"got {image_size}")
     if not 0.0 <= float(val_fraction) < 1.0:
         raise System1Error(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if int(num_images) - _num_val(num_images, val_fraction) < 1:
+        raise System1Error(f"--val-fraction {val_fraction} of {num_images} images leaves no training image; "
+                           "give more images or a smaller fraction")
     if int(max_shapes) <= 0:
         raise System1Error(f"--max-shapes must be positive, got {max_shapes}")
     if workers is not None and int(workers) <= 0:
         raise System1Error(f"--workers must be positive, got {workers}")
 
 
+def _num_val(num_images, val_fraction):
+    return int(round(int(num_images) * float(val_fraction)))
+
+
 def val_ids(num_images, seed, val_fraction):
-    n_val = int(round(num_images * val_fraction))
+    n_val = _num_val(num_images, val_fraction)
     perm = np.random.default_rng([int(seed), 0x5917]).permutation(num_images)
     return set(int(i) for i in perm[:n_val])
 
@@ -130,7 +140,8 @@ def _work_chunk(job):
                          "start_orientation": round(shape.orientation, 4), "scaling_factor": round(shape.scale, 4),
                          "strokes": [{"stroke_index": k, "type": a.kind, "style": a.style, "action": str(a), "bbox": b}
                                      for k, (a, b) in enumerate(zip(shape.actions, sboxes)) if b is not None]})
-        records.append({"index": i, "pen_width": round(pen, 3), "shapes": objs, "png_bytes": len(data)})
+        records.append({"index": i, "pen_width": round(pen, 3), "shapes": objs, "png_bytes": len(data),
+                        "png_crc32": zlib.crc32(data)})
     write_json_atomic(_part_path(out, start, stop), records, indent=None)
     return chunk, records
 
@@ -165,7 +176,7 @@ class _Assembler:
         self.params = params
         self.vals = val_ids(params["num_images"], params["seed"], params["val_fraction"])
         self.images, self.shape_anns, self.stroke_anns = [], [], []
-        self.written = []          # {index, png_bytes} of every image, for the final check
+        self.written = []          # {index, png_bytes, png_crc32} of every image, for the final check
 
     def add(self, records):
         size = self.params["image_size"]
@@ -173,10 +184,10 @@ class _Assembler:
         for rec in records:
             i = rec["index"]
             image_id = i + 1
-            self.written.append({"index": i, "png_bytes": rec.get("png_bytes")})
+            self.written.append({"index": i, "png_bytes": rec["png_bytes"], "png_crc32": rec["png_crc32"]})
             self.images.append({"id": image_id, "file_name": _image_name(i), "width": size, "height": size,
                                 "split": "val" if i in self.vals else "train", "num_shapes": len(rec["shapes"]),
-                                "pen_width": rec["pen_width"]})
+                                "pen_width": rec["pen_width"], "png_crc32": rec["png_crc32"]})
             for s_idx, obj in enumerate(rec["shapes"]):
                 shape_id = len(shape_anns) + 1
                 strokes = []
@@ -215,7 +226,8 @@ def _read_part(out, start, stop):
             records = json.load(f)
         if [r["index"] for r in records] != list(range(start, stop)):
             return None
-        if not all(isinstance(r.get("shapes"), list) and "pen_width" in r and "png_bytes" in r for r in records):
+        if not all(isinstance(r.get("shapes"), list) and "pen_width" in r and isinstance(r.get("png_bytes"), int)
+                   and isinstance(r.get("png_crc32"), int) for r in records):
             return None
         return records
     except (OSError, ValueError, TypeError, KeyError):
@@ -226,15 +238,21 @@ def _part_path(out, start, stop):
     return os.path.join(out, ".parts", f"images_{start:07d}_{stop:07d}.json")
 
 
-def _first_missing(out, records):
-    """The first image of a chunk's records that is missing or not the size that was written, or None."""
+def _holds_what_was_written(path, size, crc) -> bool:
+    """The file is there with the bytes that were written (their length and CRC-32)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+    except OSError:
+        return False
+    return len(data) == size and zlib.crc32(data) == crc
+
+
+def _first_changed(out, records):
+    """The first image of a chunk's records that is missing or not the bytes that were written, or None."""
     for rec in records:
         path = os.path.join(out, _image_name(rec["index"]))
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            return path
-        if rec.get("png_bytes") is not None and size != rec["png_bytes"]:
+        if not _holds_what_was_written(path, rec["png_bytes"], rec["png_crc32"]):
             return path
     return None
 
@@ -245,13 +263,23 @@ def image_is_whole(path, height, width) -> bool:
     return arr is not None and arr.shape == (height, width)
 
 
+def _image_ok(path, height, width, crc) -> bool:
+    """The image holds the bytes written, when its record has their CRC-32 (fast, and no decoder
+    complains on stderr about a damaged file); else (an older dataset) it decodes to the size its
+    record says."""
+    if isinstance(crc, int):
+        try:
+            with open(path, "rb") as f:
+                return zlib.crc32(f.read()) == crc
+        except OSError:
+            return False
+    return image_is_whole(path, height, width)
+
+
 def _unreadable(job):
-    """The first image of a list that is missing, unreadable or of the wrong size, or None."""
+    """The images of a list that are missing, damaged, unreadable or of the wrong size."""
     out, items = job
-    for name, h, w in items:
-        if not image_is_whole(os.path.join(out, name), h, w):
-            return os.path.join(out, name)
-    return None
+    return [name for name, h, w, crc in items if not _image_ok(os.path.join(out, name), h, w, crc)]
 
 
 def validate_dataset(out, workers=1) -> dict:
@@ -269,17 +297,50 @@ def validate_dataset(out, workers=1) -> dict:
     expected = manifest.get("params", {}).get("num_images", len(images))
     if len(images) != expected:
         raise System1Error(f"dataset check failed: {len(images)} image records, expected {expected}")
-    items = [(im["file_name"], im["height"], im["width"]) for im in images]
-    step = max(1, math.ceil(len(items) / (max(workers, 1) * 4)))
+    bad = damaged_images(out, images, workers)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise System1Error(f"dataset check failed: image {os.path.join(out, bad[0])}{more} is missing, damaged, "
+                           "unreadable or not the size its record says")
+    return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1]}
+
+
+def damaged_images(out, images, workers=1) -> list[str]:
+    """The file names of the COCO ``images`` (of the dataset in ``out``) that are missing, damaged,
+    unreadable or of the wrong size."""
+    items = [(im["file_name"], im["height"], im["width"], im.get("png_crc32")) for im in images]
+    workers = max(1, min(int(workers), usable_cores()))
+    step = max(1, math.ceil(len(items) / (workers * 4)))
     jobs = [(out, items[k:k + step]) for k in range(0, len(items), step)]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            bad = [b for b in pool.map(_unreadable, jobs) if b]
-    else:
-        bad = [b for b in map(_unreadable, jobs) if b]
-    if bad:
-        raise System1Error(f"dataset check failed: image {bad[0]} is missing, unreadable or not the size its record says")
-    return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1]}
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            return [name for names in pool.map(_unreadable, jobs) for name in names]
+    return [name for names in map(_unreadable, jobs) for name in names]
+
+
+def _repair(out, params, names, images) -> int:
+    """Redraw the damaged images ``names`` of a complete dataset (each image comes from its own
+    seeded stream, so it is drawn again exactly); returns how many were redrawn. Refuses a name
+    the generator does not make."""
+    crcs = {im["file_name"]: im.get("png_crc32") for im in images}
+    for name in names:
+        stem = os.path.basename(name)[:-len(".png")] if name.endswith(".png") else ""
+        if not (stem.isascii() and stem.isdigit()) or name != _image_name(int(stem)):
+            raise System1Error(f"dataset check failed: {os.path.join(out, name)} is damaged and is not an image "
+                               "this generator draws; delete the folder or choose another --out")
+        index = int(stem)
+        rendering, _, _ = draw_image(index, params["seed"], params["image_size"], params["max_shapes"])
+        ok, buf = cv2.imencode(".png", rendering.image, PNG_PARAMS)
+        data = buf.tobytes()
+        if not ok or (isinstance(crcs.get(name), int) and zlib.crc32(data) != crcs[name]):
+            raise System1Error(f"dataset check failed: {os.path.join(out, name)} is damaged, and drawing it again "
+                               "does not give the image recorded (another OpenCV or generator version?); "
+                               "delete the folder and generate it again")
+        try:
+            _write_file(os.path.join(out, name), data)
+        except OSError as exc:
+            raise System1Error(f"cannot repair {os.path.join(out, name)}: {exc.strerror or exc}") from None
+    return len(names)
 
 
 def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_fraction=0.1, max_shapes=3,
@@ -294,10 +355,12 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
             raise System1Error(f"{out_dir} holds a dataset made with other arguments "
                                f"({config_diff(manifest.get('params', {}), params)}); use another --out or delete it")
         if manifest.get("status") == "complete":
+            repaired = _repair_complete(out, params, int(workers or usable_cores()))
             counts = validate_dataset(out, int(workers or usable_cores()))
             if not quiet:
+                fixed = f"; {repaired} damaged or missing image(s) drawn again" if repaired else ""
                 print(f"dataset already complete in {out_dir}: {counts['images']} images, "
-                      f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked)")
+                      f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked{fixed})")
             return manifest
     elif os.path.isdir(out) and os.listdir(out):
         raise System1Error(f"{out_dir} exists and is not a dataset folder made by 'system1 generate'; "
@@ -333,7 +396,7 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
                     bar.update(len(records))
                 else:
                     records = _read_part(out, a, b)
-                    if records is None or _first_missing(out, records) is not None:
+                    if records is None or _first_changed(out, records) is not None:
                         _, records = _work_chunk((out, chunk, a, b, params))     # redraw it whole
                 assembler.add(records)
         finally:
@@ -347,9 +410,9 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     n_img, n_shapes, n_strokes, n_val = assembler.write(out)
     if n_img != params["num_images"]:
         raise System1Error(f"dataset check failed: {n_img} image records, expected {params['num_images']}")
-    bad = _first_missing(out, assembler.written)      # every image there, with the size that was written
+    bad = _first_changed(out, assembler.written)      # every image there, with the bytes that were written
     if bad:
-        raise System1Error(f"dataset check failed: image {bad} is missing or not the size that was written")
+        raise System1Error(f"dataset check failed: image {bad} is missing or not the bytes that were written")
     counts = {"images": n_img, "shapes": n_shapes, "strokes": n_strokes}
     manifest = {"params": params, "status": "complete", "num_images": n_img, "num_train": n_img - n_val,
                 "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,
@@ -361,6 +424,18 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
         print(f"dataset complete in {out_dir}: {counts['images']} images ({n_img - n_val} train, {n_val} val), "
               f"{counts['shapes']} shapes, {counts['strokes']} strokes; all images checked")
     return manifest
+
+
+def _repair_complete(out, params, workers) -> int:
+    """Before the check of a complete dataset: redraw its missing or damaged images, if its COCO
+    file reads (else the check says what is wrong)."""
+    from .coco import read_coco
+    try:
+        images = read_coco(os.path.join(out, "shapes_coco.json"), sized=True)["images"]
+    except System1Error:
+        return 0
+    bad = damaged_images(out, images, workers)
+    return _repair(out, params, bad, images) if bad else 0
 
 
 def cli_generate(args):

@@ -26,10 +26,13 @@ def preview_grid(data_dir, out_path, num=16, strokes=False, tile=256):
         img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
         s = tile / max(gray.shape)
         img = cv2.resize(img, (round(gray.shape[1] * s), round(gray.shape[0] * s)), interpolation=cv2.INTER_AREA)
-        for (x0, y0, x1, y1), name in zip(rec["boxes"], rec["names"]):
+        for box, name in zip(rec["boxes"], rec["names"]):
             kind = name.split("/")[0]
-            p0 = (int(round(x0 * s)), int(round(y0 * s)))
-            p1 = (int(round(x1 * s)) - 1, int(round(y1 * s)) - 1)
+            # a box far off the image (a hand-edited file) is drawn along the tile's edge, not
+            # passed to OpenCV as a coordinate past its integer range
+            x0, y0, x1, y1 = np.clip(np.nan_to_num(np.asarray(box, float) * s), -2, tile + 2)
+            p0 = (int(round(x0)), int(round(y0)))
+            p1 = (int(round(x1)) - 1, int(round(y1)) - 1)
             cv2.rectangle(img, p0, p1, COLOURS[kind], 2 if kind == "shape" else 1)
         canvas = np.full((tile, tile, 3), 255, np.uint8)
         canvas[:img.shape[0], :img.shape[1]] = img

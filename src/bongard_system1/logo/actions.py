@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .. import STROKE_TYPES, STYLES
 from ..errors import System1Error
 
-_NUM = r"(\d+(?:\.\d+)?)"
+_NUM = r"([0-9]+(?:\.[0-9]+)?)"   # ASCII digits only: \d would take any Unicode digit
 _LINE_RE = re.compile(rf"^line_([a-z]+)_{_NUM}-{_NUM}$")
 _ARC_RE = re.compile(rf"^arc_([a-z]+)_{_NUM}_{_NUM}-{_NUM}$")
 

@@ -203,6 +203,7 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
 def cli_draw(args):
     """``system1 draw``: shapes side by side, each starting left of its slot, heading east."""
     import json
+    import os
 
     from .actions import parse_program
     from ..errors import System1Error
@@ -217,6 +218,10 @@ def cli_draw(args):
         y = 250.0 - 500.0 * (k + 0.5) / n
         shapes.append(PlacedShape(actions, (-250.0, y), 0.0, float(args.scale)))
     r = render(shapes, args.size)
+    for k, box in enumerate(r.shape_boxes):
+        if box is None:
+            raise System1Error(f"--program {args.program[k]!r} draws no ink (every stroke has zero length)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not cv2.imwrite(args.out, r.image):
         raise System1Error(f"cannot write {args.out}")
     print(json.dumps({"image": args.out, "shape_boxes": r.shape_boxes, "stroke_boxes": r.stroke_boxes}))

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from ..argtypes import OneLineParser
+from ..argtypes import image_count as _image_count
 from ..argtypes import image_px as _image_px
 from ..argtypes import max_shapes as _max_shapes
 from ..argtypes import non_empty_path as _path
@@ -45,7 +46,7 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                            f"(default: {default_profile or profiles.DEFAULT_PROFILE})")
     prof.add_argument("--professional", dest="profile", action="store_const", const="professional",
                       help="same as --profile professional")
-    g.add_argument("--dataset_size", "--dataset-size", dest="dataset_size", type=_positive_int, metavar="N",
+    g.add_argument("--dataset_size", "--dataset-size", dest="dataset_size", type=_image_count, metavar="N",
                    help="synthetic images to generate")
     g.add_argument("--image_size", "--image-size", dest="image_size", type=_image_px, metavar="N",
                    help="synthetic image size and training input size (pixels)")
@@ -164,10 +165,24 @@ def do_run(args, default_profile: str | None = None, log_name: str | None = None
     return run_pipeline(options_from_args(args, default_profile, log_name))
 
 
+def _refuse_flags_beside(args, action: str, settings_too: bool) -> None:
+    """``--reset`` deletes and ``--status`` only reads: a flag that would do something else beside
+    them is refused, not silently dropped."""
+    given = [f"--{name.replace('_', '-')}" for name in ("force_all", "force_data", "force_train", "force_eval",
+                                                         "no_checkpoint") if getattr(args, name, False)]
+    if settings_too:
+        given += [f"--{dest}" for dest in OVERRIDE_DESTS if getattr(args, dest, None) is not None]
+    if given:
+        raise System1Error(f"{action} runs nothing, so it takes no {', '.join(given)}"
+                           + ("; reset first, then run with them" if settings_too else ""))
+
+
 def dispatch(args) -> int:
     if args.status:
+        _refuse_flags_beside(args, "--status", settings_too=False)
         return do_status(args)
     if args.reset:
+        _refuse_flags_beside(args, "--reset", settings_too=True)
         return do_reset(args.workdir, args.reset)
     do_run(args)
     return 0

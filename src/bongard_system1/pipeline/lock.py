@@ -17,6 +17,8 @@ from ..errors import System1Error
 
 LOCK_NAME = ".pipeline.lock"
 PID_NAME = ".pipeline.lock.pid"
+UNKNOWN_HOLDER = "pid unknown"
+UNNAMED_HOLDER_WAIT_S = 1.0     # how long a locked lock whose holder names nobody is tried again
 
 
 class PipelineLock:
@@ -31,32 +33,41 @@ class PipelineLock:
         self._pid_file_gone = False
 
     def holder(self) -> str:
-        """The holder's pid (and start time) as written in the side file, or ``unknown``."""
+        """The holder's pid (and start time) as written in the side file, or ``pid unknown``."""
         try:
             text = self.pid_path.read_text(encoding="utf-8").strip()
         except OSError:
-            return "pid unknown"
-        return text or "pid unknown"
+            return UNKNOWN_HOLDER
+        return text or UNKNOWN_HOLDER
 
     def acquire(self) -> "PipelineLock":
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise System1Error(f"cannot write to work directory {self.workdir}: {exc.strerror or exc}") from None
-        for _ in range(5):
+        replaced = 0
+        deadline = time.monotonic() + UNNAMED_HOLDER_WAIT_S
+        while True:
             lock = filelock.FileLock(str(self.lock_path), timeout=0)
             try:
                 lock.acquire()
             except filelock.Timeout:
-                raise System1Error(f"another pipeline run holds the lock on {self.workdir} ({self.holder()}); "
+                holder = self.holder()
+                if holder == UNKNOWN_HOLDER and time.monotonic() < deadline:
+                    # A holder names itself right after it locks and unnames itself right before it
+                    # lets go (``reset all`` even unlinks the lock file): between the two, look again.
+                    time.sleep(0.05)
+                    continue
+                raise System1Error(f"another pipeline run holds the lock on {self.workdir} ({holder}); "
                                    "wait for it to finish or stop that process") from None
             except OSError as exc:
                 raise System1Error(f"cannot lock work directory {self.workdir}: {exc.strerror or exc}") from None
             if self._names_locked_file(lock):
                 break
             lock.release()      # the file was unlinked (``reset all``) after we opened it: lock the new one
-        else:
-            raise System1Error(f"cannot lock work directory {self.workdir}: its lock file keeps being replaced")
+            replaced += 1
+            if replaced == 5:
+                raise System1Error(f"cannot lock work directory {self.workdir}: its lock file keeps being replaced")
         self._lock = lock
         try:
             self.pid_path.write_text(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n",

@@ -13,7 +13,7 @@ from ..errors import System1Error
 from ..schedule import run_progress
 from . import profiles
 from .lock import PipelineLock
-from .records import STAGES, CheckpointManager, rel
+from .records import RECORD_FILES, STAGES, CheckpointManager, rel
 from .stages import eval_facts, fmt, real_data_sha, rmtree
 
 
@@ -120,9 +120,32 @@ def _stage_facts(stage: str, rec: dict, mgr: CheckpointManager) -> str:
     return prefix
 
 
+def _pipeline_made(workdir: Path, folder: str) -> list[Path]:
+    """What the pipeline itself writes in ``folder`` of the work directory (by name), so that
+    ``reset all`` deletes no file of the user's that happens to sit in ``results/`` or ``logs/``."""
+    names = profiles.profile_names()
+    made = {
+        "processed_data": [f"{p}_synthetic{u}{s}" for p in names for u in ("", "_unrecorded") for s in ("", ".new", ".old")]
+        + ["real_subset"],
+        "runs": [f"{p}{u}{s}" for p in names for u in ("", "_unrecorded") for s in ("", ".new", ".old")],
+        "results": ["system1_training_results.json", "professional_training_results_*.json"],
+        "logs": [f"{p}_training.log" for p in names] + ["validate_phase1.log"],
+        "checkpoints": list(RECORD_FILES.values()),
+    }[folder]
+    base = workdir / folder
+    if not base.is_dir() or base.is_symlink():
+        return []
+    found: set[Path] = set()
+    for pattern in made:
+        found.update(base.glob(pattern))
+        found.update(base.glob(f".{pattern}.*.tmp"))      # an atomic write cut short
+    return sorted(found)
+
+
 def reset_stage(workdir, stage: str) -> list[str]:
-    """Delete the records and outputs of ``stage`` and everything downstream (``all``: the whole
-    pipeline layout). Returns the deleted paths, relative to the work directory."""
+    """Delete the records and outputs of ``stage`` and everything downstream (``all``: everything
+    the pipeline wrote; files of the user's in its folders stay). Returns the deleted paths,
+    relative to the work directory."""
     workdir = Path(workdir).resolve()
     if stage != "all" and stage not in STAGES:
         raise System1Error(f"unknown stage {stage!r}; choose data, training, evaluation or all")
@@ -131,57 +154,51 @@ def reset_stage(workdir, stage: str) -> list[str]:
     mgr = CheckpointManager(workdir)
     deleted: list[str] = []
 
-    def remove(path: Path) -> None:
-        try:      # a record names its outputs; a hand-edited one must not reach outside the work directory
-            path.parent.resolve().relative_to(workdir)
-        except ValueError:
-            raise System1Error(f"refusing to delete {path}: it is outside the work directory {workdir} "
-                               "(a record names it; delete that record by hand)") from None
-        if path.resolve() == workdir:
+    def checked(path: Path) -> Path:
+        # a record names its outputs; a hand-edited one ("..", "runs/../..", an absolute path, a
+        # link out) must not reach the work directory itself or anything outside it
+        target = path.parent.resolve() / path.name if path.is_symlink() else path.resolve()
+        if target == workdir:
             raise System1Error(f"refusing to delete the work directory {workdir} itself (a record names it)")
-        if path.exists() or path.is_symlink():
-            is_dir = path.is_dir() and not path.is_symlink()
-            rmtree(path)
-            deleted.append(rel(path, workdir) + ("/" if is_dir else ""))
+        if workdir not in target.parents:
+            raise System1Error(f"refusing to delete {path}: it is outside the work directory {workdir} "
+                               "(a record names it; delete that record by hand)")
+        return target
 
     first = 0 if stage == "all" else STAGES.index(stage)
     had_records = mgr.dir.is_dir() and any(not p.name.startswith(".pipeline.lock") for p in mgr.dir.iterdir())
     with PipelineLock(workdir) as lock:
+        doomed: list[Path] = []          # every path checked before the first is deleted
         for name in STAGES[first:]:
             rec, _ = mgr.read(name)
             if name == "data":
                 if rec and rec.get("outputs", {}).get("dir"):
-                    remove(mgr.abs(rec["outputs"]["dir"]))
-                pdir = workdir / "processed_data"
-                if pdir.is_dir():
-                    for child in sorted(pdir.iterdir()):
-                        if "_synthetic" in child.name:
-                            remove(child)
+                    doomed.append(checked(mgr.abs(rec["outputs"]["dir"])))
+                doomed += [child for child in _pipeline_made(workdir, "processed_data") if child.name != "real_subset"]
             elif name == "training":
                 if rec and rec.get("outputs", {}).get("run_dir"):
-                    remove(mgr.abs(rec["outputs"]["run_dir"]))
-                remove(workdir / "runs")
+                    doomed.append(checked(mgr.abs(rec["outputs"]["run_dir"])))
+                doomed += _pipeline_made(workdir, "runs")
             elif name == "evaluation":
-                remove(workdir / "processed_data" / "real_subset")
-            path = mgr.path(name)
-            if path.exists():
-                path.unlink()
-                deleted.append(rel(path, workdir))
-        pdir = workdir / "processed_data"
-        if pdir.is_dir() and not any(pdir.iterdir()):
-            pdir.rmdir()
+                doomed.append(workdir / "processed_data" / "real_subset")
+            doomed.append(mgr.path(name))
         if stage == "all":
-            for name in ("results", "logs", "processed_data"):
-                remove(workdir / name)
-            for child in sorted(mgr.dir.iterdir()) if mgr.dir.is_dir() else []:
-                if not child.name.startswith(".pipeline.lock"):
-                    remove(child)
-        if stage == "all" and mgr.dir.is_dir():
+            for folder in ("results", "logs", "checkpoints"):
+                doomed += _pipeline_made(workdir, folder)
+        for path in doomed:
+            if path.exists() or path.is_symlink():
+                is_dir = path.is_dir() and not path.is_symlink()
+                rmtree(path)
+                deleted.append(rel(path, workdir) + ("/" if is_dir else ""))
+        for folder in ("runs", "processed_data") + (("results", "logs") if stage == "all" else ()):
+            path = workdir / folder
+            if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+                deleted.append(f"{folder}/")
+        if not any(mgr.path(name).exists() for name in STAGES):
             lock.unlink_files()     # while held, so that no other run can hold the file being unlinked
-            try:
+            if mgr.dir.is_dir() and not any(mgr.dir.iterdir()):
                 mgr.dir.rmdir()
                 if had_records:
                     deleted.append("checkpoints/")
-            except OSError:
-                pass
     return deleted
