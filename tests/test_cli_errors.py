@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 
 import pytest
 
@@ -71,6 +72,14 @@ def test_an_output_that_is_a_folder_or_cannot_be_made_is_refused_before_any_work
     assert not (tmp_path / "p.json").exists()
 
 
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's /sys, read-only even to root")
+def test_an_output_on_a_file_system_that_refuses_writes_is_refused_before_any_work(tmp_path, capsys):
+    coco = _real_like(tmp_path)
+    line = one_error_line(capsys, exit_code(["evaluate", "--model", "baseline", "--coco", coco,
+                                             "--out", "/sys/kernel/metrics.json"]))
+    assert "cannot write in /sys/kernel" in line
+
+
 def test_an_os_error_such_as_a_full_disk_is_one_line(capsys):
     def full_disk():
         raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/last.pt.tmp")
@@ -136,7 +145,10 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
     for argv in (["predict", "--model", "baseline", "--images", image.parent, "--out", image],
                  ["predict", "--model", "baseline", "--coco", coco, "--out", tmp_path / "p.json",
                   "--parse-out", tmp_path / "p.json"],
-                 ["preview", "--data", coco.parent, "--out", image]):
+                 ["preview", "--data", coco.parent, "--out", image],
+                 # the COCO file's images, read from its folder when no --images-root is given
+                 ["predict", "--model", "baseline", "--coco", coco, "--out", image],
+                 ["evaluate", "--model", "baseline", "--coco", coco, "--out", image]):
         line = one_error_line(capsys, exit_code(argv))
         assert "would overwrite an input" in line, line
     assert image.read_bytes() == png and not (tmp_path / "p.json").exists()

@@ -62,7 +62,8 @@ def fakes(monkeypatch):
 
     def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                        image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
-                       restart=False, progress=True, stamp_images=0, early_scale=0.75, rescore_images=0):
+                       restart=False, progress=True, stamp_images=0, early_scale=0.75, rescore_images=0,
+                       start_over_unresumable=False):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         resumed = (out / "last.pt").exists()

@@ -141,7 +141,9 @@ def test_as_gray_reads_16_bit_and_transparent_files_as_the_page_they_show(tmp_pa
                                        (np.zeros(5), r"got an array of shape \(5,\)"),
                                        (np.full((4, 4), np.nan), "NaN or infinite"),
                                        (np.zeros((4, 4, 2)), r"got an array of shape \(4, 4, 2\)"),
-                                       (np.array([["a", "b"]]), "expected numbers")])
+                                       (np.array([["a", "b"]]), "expected numbers"),
+                                       (None, "expected a path, a PIL image or an array, got NoneType"),
+                                       (3.5, "got float"), (b"\x89PNG", "got bytes")])
 def test_as_gray_refuses_what_is_not_an_image_in_one_line(bad, words):
     with pytest.raises(System1Error, match=words):
         as_gray(bad)

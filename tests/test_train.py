@@ -140,9 +140,16 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
     proc = run_cli("train", "--data", data, "--out", out, "--epochs", 2, "--batch-size", 4, "--image-size", 128,
                    "--no-progress", "--stamp-images", 0, "--rescore-images", 0)
     assert proc.returncode == 0, proc.stderr
-    assert "corrupt" in proc.stderr and "resuming" in proc.stderr and "after epoch 1" in proc.stderr
+    assert "corrupt (moved to last.pt.corrupt); resuming from last.prev.pt (epoch 1)" in proc.stderr
+    assert "after epoch 1" in proc.stderr
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    # the damaged file was set aside, not rotated into last.prev.pt: the good fallback is still there
+    assert torch.load(out / "last.prev.pt", weights_only=True)["epoch"] == 1
+    assert (out / "last.pt.corrupt").read_bytes() == data_bytes[: len(data_bytes) // 3]
+    (out / "last.pt").write_bytes(b"\0" * 1000)                                 # damaged once more
+    res = train_detector(data, out, **TINY)
+    assert len(res["history"]) == 2 and torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
     # killed after last.pt was written but before metrics.csv and the curves: the next run writes them
     rows = (out / "metrics.csv").read_text().splitlines()
     (out / "metrics.csv").write_text("\n".join(rows[:2]) + "\n")
@@ -150,6 +157,40 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
     res = train_detector(data, out, **TINY)
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"] and len(res["history"]) == 2
     assert (out / "training_curves.png").is_file()
+
+
+def test_a_run_folder_with_nothing_to_resume_is_not_trained_over(run, data, tmp_path):
+    import shutil
+    out = tmp_path / "r"
+    shutil.copytree(run[0], out)
+    for name in ("last.pt", "last.prev.pt"):        # deleted to save space (they are 3x best.pt)
+        (out / name).unlink()
+    best = (out / "best.pt").read_bytes()
+    proc = run_cli("train", "--data", data, "--out", out, "--epochs", 1, "--batch-size", 4, "--image-size", 96,
+                   "--stamp-images", 0, "--rescore-images", 0, "--no-progress")
+    assert proc.returncode == 2 and "another config (epochs 2 -> 1, image_size 128 -> 96)" in proc.stderr
+    assert "--restart" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (out / "best.pt").read_bytes() == best
+    best_epoch = torch.load(out / "best.pt", weights_only=True)["epoch"]
+    if best_epoch > 1:        # the same config: a best.pt past its first epoch is not trained over
+        with pytest.raises(System1Error, match=f"holds a best.pt \\(epoch {best_epoch}\\) but no whole last.pt"):
+            train_detector(data, out, **TINY)
+        assert (out / "best.pt").read_bytes() == best
+    else:                     # a first epoch at most is lost: trained again from the start
+        res = train_detector(data, out, **TINY)
+        assert len(res["history"]) == 2 and (out / "last.pt").is_file()
+
+
+def test_a_finished_run_without_its_best_model_says_how_to_go_on(run, data, tmp_path):
+    import shutil
+    out = tmp_path / "r"
+    shutil.copytree(run[0], out)
+    (out / "best.pt").write_bytes((out / "best.pt").read_bytes()[:1000])
+    with pytest.raises(System1Error, match=r"best.pt is damaged and training has finished \(2/2 epochs\).*--restart"):
+        train_detector(data, out, **TINY)
+    (out / "best.pt").unlink()
+    with pytest.raises(System1Error, match=r"best.pt is missing and training has finished"):
+        train_detector(data, out, **TINY)
 
 
 def test_a_second_training_in_the_same_run_folder_is_refused(data, tmp_path):
@@ -334,7 +375,11 @@ def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images
         assert all(0 <= d.bbox[0] <= big.shape[1] and 0 <= d.bbox[1] <= big.shape[0] for d in big_dets)
     # four views of a non-square image: every fused box inside it
     tall = np.ascontiguousarray(wide.T)
-    dets = System1.load(out, shape_mode="model").detect(tall, score_threshold=0.0)
+    model = System1.load(out, shape_mode="model")
+    for bad in (-1, 1.5, float("nan"), "0.5"):
+        with pytest.raises(System1Error, match="score_threshold: expected a number in"):
+            model.detect(tall, score_threshold=bad)
+    dets = model.detect(tall, score_threshold=0.0)
     assert dets and all(-1 <= d.bbox[0] and d.bbox[0] + d.bbox[2] <= 129 and -1 <= d.bbox[1]
                         and d.bbox[1] + d.bbox[3] <= 257 for d in dets)
 
@@ -394,7 +439,20 @@ def test_bad_checkpoint_and_missing_data_give_one_line(tmp_path):
     proc = run_cli("evaluate", "--model", bad, "--coco", tmp_path / "x.json", "--out", tmp_path / "m.json")
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     proc = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r")
-    assert proc.returncode == 2 and "generate a dataset first" in proc.stderr
+    assert proc.returncode == 2 and "dataset folder not found" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("train", "--data", tmp_path / "empty", "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "holds no shapes_coco.json: generate a dataset first" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_a_file_for_a_folder_and_the_dataset_as_its_run_folder(data, tmp_path):
+    for args, says in (((data / "shapes_coco.json", tmp_path / "r"), "is a file; give the dataset folder"),
+                       ((data, data / "shapes_coco.json"), "is a file; give a run folder"),
+                       ((data, data), "is the dataset folder")):
+        proc = run_cli("train", "--data", args[0], "--out", args[1], "--epochs", 1)
+        assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "r").exists() and not (data / "last.pt").exists() and not (data / "config.json").exists()
 
 
 def test_a_time_budget_cuts_the_planned_epochs_and_resume_keeps_the_plan(data, tmp_path, capsys):

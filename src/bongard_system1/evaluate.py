@@ -381,6 +381,12 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
     check_images(scored, Path(images_root) if images_root is not None else Path(coco_path).parent)
     det = detector if detector is not None else _detector(model_path, device, shape_mode, test_size, stamp_vote,
                                                            views, amp, stroke_mode, rescore)
+    kinds = {str(n).split("/")[0] for n in getattr(det, "names", None) or ["shape"]}
+    wanted = {c.get("name") for c in gt["categories"]}
+    if not kinds & wanted:
+        import sys
+        print(f"warning: {model_path} detects {', '.join(sorted(kinds))} only and {coco_path} holds "
+              f"{', '.join(sorted(map(str, wanted)))}: every figure will be 0", file=sys.stderr)
 
     def predict_fn(gray):
         return [d if isinstance(d, dict) else d.to_dict() for d in det.detect(gray)]
@@ -411,9 +417,10 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
 
 def cli_evaluate(args):
     import sys
-    from .io_utils import check_not_an_input, check_output_file
+    from .io_utils import check_not_an_input, check_output_file, coco_folder
     check_output_file(args.out)
-    check_not_an_input(args.out, [args.coco, args.images_root, None if args.model == "baseline" else args.model])
+    check_not_an_input(args.out, [args.coco, args.images_root or coco_folder(args.coco),
+                                  None if args.model == "baseline" else args.model])
     m = evaluate_model(args.model, args.coco, args.images_root, device=args.device, shape_mode=args.shape_mode,
                        test_size=args.test_size, stamp_vote=not args.no_stamp_vote, views=args.views,
                        amp=not args.fp32, stroke_mode=args.stroke_mode, rescore=not args.no_rescore,
@@ -425,5 +432,6 @@ def cli_evaluate(args):
     print(line)
     for t, v in (m.get("per_type") or {}).items():
         print(f"  {t}: AP {v['AP']:.3f}  AP50 {v['AP50']:.3f}")
-    print(f"{m['ms_per_image']:.1f} ms per image; metrics written to {args.out}")
+    which = " (the val split of a generated dataset)" if m.get("split") == "val" else ""
+    print(f"{m.get('num_images')} images scored{which}, {m['ms_per_image']:.1f} ms each; metrics written to {args.out}")
     return 0

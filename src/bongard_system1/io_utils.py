@@ -67,6 +67,13 @@ def check_output_file(path, flag: str = "--out") -> None:
         parent = parent.parent      # the nearest existing folder: the write creates the ones below it
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise System1Error(f"{flag} {path}: cannot write in {parent}")
+    try:        # os.access says yes to root everywhere: a read-only or virtual file system says no only here
+        import tempfile
+        fd, probe = tempfile.mkstemp(prefix=".system1_probe_", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise System1Error(f"{flag} {path}: cannot write in {parent} ({exc.strerror or exc})") from None
     if path.exists() and not os.access(path, os.W_OK):
         raise System1Error(f"{flag} {path}: the file is not writable")
 
@@ -83,6 +90,11 @@ def check_output_image(path, flag: str = "--out") -> None:
 
 
 INPUT_NAMES = ("shapes_coco.json", "strokes_coco.json", "dataset.json")
+
+
+def coco_folder(coco) -> str | None:
+    """The folder a COCO file's image paths are read from when no images root is given: its own."""
+    return os.path.dirname(os.path.abspath(coco)) if coco else None
 
 
 def check_not_an_input(path, inputs, flag: str = "--out") -> None:

@@ -71,6 +71,8 @@ def as_gray(image) -> np.ndarray:
         return _read_gray(os.fspath(image))
     if type(image).__module__.startswith("PIL."):
         return _array_to_gray(_pil_to_array(image), "image")
+    if image is None or isinstance(image, (bytes, bytearray, dict, set)) or np.isscalar(image):
+        raise System1Error(f"image: expected a path, a PIL image or an array, got {type(image).__name__}")
     return _array_to_gray(np.asarray(image), "image")
 
 
@@ -418,6 +420,8 @@ class System1:
         return parse_detections(gray, self.detect(gray), shape_threshold, stroke_threshold)
 
     def detect_batch(self, images, score_threshold=0.05) -> list[list[Detection]]:
+        if not (isinstance(score_threshold, (int, float)) and 0.0 <= float(score_threshold) <= 1.0):
+            raise System1Error(f"score_threshold: expected a number in [0, 1], got {score_threshold!r}")
         grays = [as_gray(im) for im in images]
         return [self.postprocess(g, o, score_threshold) for g, o in zip(grays, self.network_outputs(grays))]
 
@@ -564,13 +568,13 @@ def overlay_names(names: list[str]) -> list[str]:
 
 
 def _image_list(args):
-    from .io_utils import IMAGE_SUFFIXES
+    from .io_utils import IMAGE_SUFFIXES, coco_folder
     if args.coco:
         from .evaluate import load_coco
         from .data.coco import check_usable
         coco = load_coco(args.coco)
         check_usable(coco, args.coco, need_boxes=False)
-        root = args.images_root or os.path.dirname(os.path.abspath(args.coco))
+        root = args.images_root or coco_folder(args.coco)
         cats = {c["name"]: c["id"] for c in coco["categories"]}
         return [(im["id"], im["file_name"], os.path.join(root, im["file_name"])) for im in coco["images"]], cats
     if not os.path.isdir(args.images):
@@ -589,8 +593,9 @@ def _image_list(args):
 
 def cli_predict(args):
     from tqdm import tqdm
-    from .io_utils import check_not_an_input, check_output_file, make_output_dir, write_json_atomic
-    inputs = [args.coco, args.images, args.images_root, None if args.model == "baseline" else args.model]
+    from .io_utils import check_not_an_input, check_output_file, coco_folder, make_output_dir, write_json_atomic
+    inputs = [args.coco, args.images, args.images_root or coco_folder(args.coco),
+              None if args.model == "baseline" else args.model]
     check_output_file(args.out)
     check_not_an_input(args.out, inputs)
     if args.parse_out is not None:

@@ -46,7 +46,9 @@ def remaining_epoch_seconds(history, epochs, early_epochs, early_size, image_siz
 
 
 def format_duration(seconds):
-    """``"25 min"`` below 90 minutes, else ``"3.4 h"``."""
+    """``"40 s"`` below a minute and a half, ``"25 min"`` below 90 minutes, else ``"3.4 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 

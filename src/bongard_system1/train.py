@@ -76,6 +76,9 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(self.result_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+TRAIN_DEFAULTS = {"early_scale": 1.0}     # a value result_dict leaves out, for the messages that compare configs
+
+
 def resolve_device(device="auto"):
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -127,20 +130,56 @@ def load_checkpoint_model(path):
     return model, ckpt
 
 
+def _whole_state(path):
+    state = _try_load(path) if os.path.exists(path) else None
+    return state if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT else None
+
+
 def _read_resume_state(run_dir):
-    """The newest whole last.pt (falling back to last.prev.pt), or None; says when it fell back."""
+    """The newest whole last.pt (falling back to last.prev.pt), or None; says when it fell back. A
+    damaged last.pt is set aside as last.pt.corrupt, so that the next checkpoint does not push it
+    into last.prev.pt in place of the good one."""
     last, prev = os.path.join(run_dir, "last.pt"), os.path.join(run_dir, "last.prev.pt")
-    if os.path.exists(last):
-        state = _try_load(last)
-        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-            return state
-        print(f"warning: {last} is truncated or corrupt; using the previous checkpoint", file=sys.stderr)
-    if os.path.exists(prev):
-        state = _try_load(prev)
-        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-            return state
-        print(f"warning: {prev} is unreadable too; starting over", file=sys.stderr)
-    return None
+    state = _whole_state(last)
+    if state is not None or not os.path.exists(last):
+        return state or _whole_state(prev)
+    os.replace(last, last + ".corrupt")
+    state = _whole_state(prev)
+    if state is not None:
+        print(f"warning: {last} is truncated or corrupt (moved to last.pt.corrupt); resuming from last.prev.pt "
+              f"(epoch {state.get('epoch')})", file=sys.stderr)
+    else:
+        print(f"warning: {last} is truncated or corrupt (moved to last.pt.corrupt), and there is no whole "
+              "last.prev.pt to resume from", file=sys.stderr)
+    return state
+
+
+_OLD_RUN_FILES = ("last.pt", "last.prev.pt", "last.pt.corrupt", "best.pt")
+
+
+def _check_unresumable(out_dir, cfg) -> bool:
+    """With nothing to resume from: whether ``out_dir`` holds an earlier run's files. Refuses (unless
+    the caller starts over) a run of another config, and a best.pt past its first epoch, whose
+    last.pt was deleted or damaged: training over it would replace a model that cannot be resumed."""
+    prior = None
+    try:
+        with open(os.path.join(out_dir, "config.json")) as f:
+            prior = json.load(f)
+    except (OSError, ValueError):
+        pass
+    if isinstance(prior, dict) and prior.get("config_hash") not in (None, cfg.hash()):
+        old = {k: v for k, v in prior.items() if k not in ("config_hash", "planned_epochs", "device", "data_dir")}
+        raise System1Error(f"{out_dir} holds a run with another config ({config_diff(old, cfg.result_dict(), TRAIN_DEFAULTS)}) "
+                           "and no last.pt to resume; pass --restart to start over or use another --out")
+    best = _whole_state(os.path.join(out_dir, "best.pt"))
+    if best is not None and best.get("config_hash") not in (None, cfg.hash()):
+        raise System1Error(f"{out_dir}/best.pt was trained with another config and there is no last.pt to resume; "
+                           "pass --restart to start over or use another --out")
+    if best is not None and int(best.get("epoch") or 0) > 1:
+        raise System1Error(f"{out_dir} holds a best.pt (epoch {best['epoch']}) but no whole last.pt to resume from "
+                           "(deleted, or damaged with no whole last.prev.pt); pass --restart to train again (the old "
+                           "files stay until the new run's first epoch is validated) or use another --out")
+    return any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
 
 
 # ---------------------------------------------------------------- BatchNorm refresh for SWA
@@ -323,18 +362,29 @@ def train_step(model, images, targets, opt, scaler, dev, amp_dtype, grad_clip):
 def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=8, batch_size=8,
                    image_size=416, device="auto", workers=None, seed=0, lr=None, time_budget=None,
                    restart=False, progress=True, val_images=200, stamp_images=3000, early_scale=0.75,
-                   rescore_images=800) -> dict:
+                   rescore_images=800, start_over_unresumable=False) -> dict:
     """Train (or resume, or confirm finished) a detector in ``out_dir``, then its stamp vote on
     ``stamp_images`` synthetic images (0: none) and its stroke rescorer on the detector's outputs for
     ``rescore_images`` synthetic images (0: none); returns a summary dict. ``early_scale``: the size of
     the early epochs relative to ``image_size`` (1: every epoch at full size; see :func:`epoch_plan`).
-    One training at a time in a run folder: a second is refused while the first runs."""
+    One training at a time in a run folder: a second is refused while the first runs. A folder with
+    an earlier run but nothing to resume from is refused (see :func:`_check_unresumable`), unless
+    ``start_over_unresumable`` (the pipeline, whose records say what its folders hold)."""
     args = dict(backbone=backbone, categories=categories, epochs=epochs, batch_size=batch_size,
                 image_size=image_size, device=device, workers=workers, seed=seed, lr=lr, time_budget=time_budget,
                 restart=restart, progress=progress, val_images=val_images, stamp_images=stamp_images,
-                early_scale=early_scale, rescore_images=rescore_images)
+                early_scale=early_scale, rescore_images=rescore_images,
+                start_over_unresumable=start_over_unresumable)
+    if os.path.isfile(data_dir):
+        raise System1Error(f"--data {data_dir} is a file; give the dataset folder (the one holding shapes_coco.json)")
+    if not os.path.isdir(data_dir):
+        raise System1Error(f"dataset folder not found: {data_dir} (make one with 'system1 generate')")
     if not os.path.exists(os.path.join(data_dir, "shapes_coco.json")):
         raise System1Error(f"{data_dir} holds no shapes_coco.json: generate a dataset first (system1 generate)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise System1Error(f"--out {out_dir} is a file; give a run folder (new, or one to resume)")
+    if os.path.realpath(out_dir) == os.path.realpath(data_dir):
+        raise System1Error(f"--out {out_dir} is the dataset folder; give a run folder of its own")
     created = not os.path.exists(out_dir)
     try:
         with _run_folder_lock(out_dir):
@@ -366,7 +416,7 @@ def _run_folder_lock(out_dir):
 
 def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_size, image_size, device, workers,
                     seed, lr, time_budget, restart, progress, val_images, stamp_images, early_scale,
-                    rescore_images) -> dict:
+                    rescore_images, start_over_unresumable) -> dict:
     from tqdm import tqdm
     from torch.optim.swa_utils import SWALR, AveragedModel
     from .data.dataset import DetectionDataset, collate, unreadable_images
@@ -393,8 +443,11 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         raise System1Error(f"cannot create run folder {out_dir}: {exc.strerror or exc}")
 
     state = None if restart else _read_resume_state(out_dir)
+    if state is None and not restart and (any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
+                                          if start_over_unresumable else _check_unresumable(out_dir, cfg)):
+        restart = True      # the old files (a first epoch at most) stay until the new run's first epoch
     if state is not None and state["config_hash"] != cfg.hash():
-        diff = config_diff(state["config"], cfg.result_dict())
+        diff = config_diff(state["config"], cfg.result_dict(), TRAIN_DEFAULTS)
         raise System1Error(f"{out_dir} holds a run with another config ({diff}); "
                            "pass --restart to start over or use another --out")
     torch.manual_seed(cfg.seed)
@@ -438,7 +491,7 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
     # --restart: the old run's files (its checkpoints and config.json) go only when the new run's
     # first epoch is trained and validated (drop_old_run), so a kill before that leaves the old run
     # as it was; a kill after it leaves a folder without last.pt, where the same command starts anew
-    old_run = restart and any(os.path.exists(os.path.join(out_dir, f)) for f in ("last.pt", "last.prev.pt"))
+    old_run = restart and any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
     if not old_run:
         write_config()
     swa_epochs, early_epochs, early_size = epoch_plan(epochs, cfg.swa_fraction, cfg.image_size, cfg.early_scale)
@@ -470,7 +523,8 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         if dev == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu())
         start_epoch, history, best = int(state["epoch"]), list(state["history"]), float(state["best_metric"])
-        print(f"resuming {out_dir} after epoch {start_epoch}/{epochs}", file=sys.stderr)
+        print(f"{out_dir}: training already finished ({epochs}/{epochs} epochs)" if start_epoch >= epochs else
+              f"resuming {out_dir} after epoch {start_epoch}/{epochs}", file=sys.stderr)
         if history:     # a kill between last.pt and these two leaves them an epoch short: write them again
             write_metrics_csv(history, os.path.join(out_dir, "metrics.csv"))
             plot_curves(history, os.path.join(out_dir, "training_curves.png"))
@@ -480,7 +534,7 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         checkpoints go and config.json describes the new run, before any new file is written."""
         nonlocal old_run
         if old_run:
-            for f in ("last.pt", "last.prev.pt", "best.pt"):
+            for f in _OLD_RUN_FILES:
                 if os.path.exists(os.path.join(out_dir, f)):
                     os.remove(os.path.join(out_dir, f))
             write_config()
@@ -565,8 +619,10 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         print(f"epoch {epoch + 1}/{epochs}  {size}px  loss {row['loss']:.3f}  lr {lr_now:.2e}  val AP {metrics['AP']:.3f}"
               f"  AP50 {metrics['AP50']:.3f}{'  (SWA)' if is_swa else ''}  {row['seconds']:.0f}s"
               f"{f'  (about {format_duration(left)} of epochs left)' if left else ''}", file=sys.stderr)
-    if not os.path.exists(os.path.join(out_dir, "best.pt")):
-        raise System1Error(f"{out_dir}: training finished without a best.pt")
+    if _whole_state(os.path.join(out_dir, "best.pt")) is None:
+        what = "damaged" if os.path.exists(os.path.join(out_dir, "best.pt")) else "missing"
+        raise System1Error(f"{out_dir}/best.pt is {what} and training has finished ({len(history)}/{epochs} epochs), so "
+                           "it cannot be made again from last.pt; pass --restart to train again or use another --out")
     n_stamp = int(stamp_images) if categories != "shapes" else 0     # no strokes, nothing to vote on
     stamp_vote = add_stamp_vote(os.path.join(out_dir, "best.pt"), n_stamp, cfg.seed, dev, progress)
     n_rescore = int(rescore_images) if categories != "shapes" else 0

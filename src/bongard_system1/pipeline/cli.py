@@ -50,26 +50,30 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
                    help="synthetic images to generate")
     g.add_argument("--image_size", "--image-size", dest="image_size", type=_image_px, metavar="N",
                    help="synthetic image size and training input size (pixels)")
-    g.add_argument("--epochs", type=_positive_int, metavar="N")
-    g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=_positive_int, metavar="N")
-    g.add_argument("--backbone", choices=["resnet18", "resnet50"])
-    g.add_argument("--categories", choices=["shapes", "strokes", "all"])
+    g.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs (with 4 or more, the last quarter are averaged by SWA)")
+    g.add_argument("--batch_size", "--batch-size", dest="batch_size", type=_positive_int, metavar="N",
+                   help="training images per step")
+    g.add_argument("--backbone", choices=["resnet18", "resnet50"], help="the detector's ResNet FPN backbone")
+    g.add_argument("--categories", choices=["shapes", "strokes", "all"],
+                   help="what the detector learns: shape boxes, stroke boxes (line, arc, with style), or both")
     g.add_argument("--lr", type=_positive_float, help="peak OneCycleLR learning rate")
     g.add_argument("--time_budget", "--time-budget", dest="time_budget", type=_positive_float, metavar="MIN",
                    help="training time budget in minutes (epochs shrink to fit)")
     g.add_argument("--early_scale", "--early-scale", dest="early_scale", type=_scale, metavar="F",
                    help="progressive resizing: the first half of the one-cycle epochs train at F times the "
                         "image size (1: off)")
-    g.add_argument("--val_fraction", "--val-fraction", dest="val_fraction", type=_fraction, metavar="F")
-    g.add_argument("--max_shapes", "--max-shapes", dest="max_shapes", type=_max_shapes, metavar="N")
+    g.add_argument("--val_fraction", "--val-fraction", dest="val_fraction", type=_fraction, metavar="F",
+                   help="share of the synthetic images kept for validation")
+    g.add_argument("--max_shapes", "--max-shapes", dest="max_shapes", type=_max_shapes, metavar="N",
+                   help="shapes per synthetic image: 1 to N")
     g.add_argument("--real_max_images", "--real-max-images", dest="real_max_images", type=_positive_int,
                    metavar="N", help="evaluate on at most N real images (spread over the set)")
     g.add_argument("--stamp_images", "--stamp-images", dest="stamp_images", type=_non_negative_int, metavar="N",
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
     g.add_argument("--rescore_images", "--rescore-images", dest="rescore_images", type=_non_negative_int, metavar="N",
                    help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
-    g.add_argument("--seed", type=_seed)
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--seed", type=_seed, help="seed of the data and of training")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train and evaluate (auto: CUDA when there is one)")
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="training loader workers, and the data stage's drawing processes (default: the profile's "
                         "loader workers, and every core for drawing; 0: no loader workers, one drawing process; "
                         "not part of any config)")

@@ -384,7 +384,7 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
                       workers=s.get("workers"), seed=s["seed"], lr=s["lr"], time_budget=s["time_budget"],
                       restart=not ctx.opts.checkpoint, progress=ctx.opts.progress,
                       stamp_images=s["stamp_images"], early_scale=s["early_scale"],
-                      rescore_images=s["rescore_images"])
+                      rescore_images=s["rescore_images"], start_over_unresumable=True)
         result = train_detector(str(ctx.mgr.abs(data_rec["outputs"]["dir"])), str(build), **kwargs)
         best = Path(result["best_checkpoint"])
         last = Path(result["last_checkpoint"]) if result.get("last_checkpoint") else None
