@@ -21,6 +21,7 @@ from bongard_system1.errors import System1Error
 from bongard_system1.pipeline import cli, profiles
 from bongard_system1.pipeline.lock import PipelineLock
 from bongard_system1.pipeline.records import CheckpointManager, config_diff, config_hash
+from bongard_system1.pipeline.records import RECORD_FILES
 from bongard_system1.pipeline.status import pipeline_status, reset_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -380,11 +381,29 @@ def test_status_follows_a_retrain_in_its_staging_folder(fakes, tmp_path, capsys,
         cli.main(["--workdir", str(wd), "--profile", "smoke", "--real-data", "none", "--no-progress", "--epochs", "5"])
     rec = json.loads((wd / "checkpoints" / "training.json").read_text())
     assert rec["status"] == "running" and rec["staging_dir"] == "runs/smoke.new"
-    lines, _ = pipeline_status(wd)
+    lines, _ = pipeline_status(wd, profiles.resolve_settings("smoke", {"epochs": 5}), None, explicit=True)
     text = "\n".join(lines)
     # the run being trained (epoch 1 of 5, in runs/smoke.new), not the finished one it will replace
     assert "1/5 epochs done, the last in 42 s (val AP 0.123)" in text, text
     monkeypatch.setattr(fake, "train_detector", plain)
+    # back to the old settings: the finished run it was to replace is untouched, so nothing is redone
+    best = (wd / "runs" / "smoke" / "best.pt").read_bytes()
+    lines, ok = pipeline_status(wd, profiles.resolve_settings("smoke"), None, explicit=True)
+    assert ok, lines
+    capsys.readouterr()
+    assert run(wd) == 0
+    out = capsys.readouterr().out
+    assert ran_stages(out) == [] and "did not finish" in out
+    assert (wd / "runs" / "smoke" / "best.pt").read_bytes() == best and (wd / "runs" / "smoke.new").is_dir()
+    # and with the new settings again, the stopped run goes on in its staging folder and then replaces it
+    assert run(wd, "--epochs", "5") == 0
+    out = capsys.readouterr().out
+    assert "[training] running: previous run interrupted" in out and fakes["train"][-1]["out"].endswith("smoke.new")
+    rec = json.loads((wd / "checkpoints" / "training.json").read_text())
+    assert rec["status"] == "complete" and rec["config"]["epochs"] == 5 and "replaces" not in rec
+    assert not (wd / "runs" / "smoke.new").exists()
+    run(wd)
+    assert ran_stages(capsys.readouterr().out) == ["training", "evaluation"]     # the 2-epoch run is gone now
 
 
 @pytest.mark.parametrize("record, key, named", [
@@ -460,6 +479,55 @@ def test_a_record_with_a_damaged_layout_counts_as_no_record(fakes, tmp_path, cap
     assert run(wd) == 0
     out = capsys.readouterr()
     assert "is damaged" in out.err and "[data] running: no record" in out.out
+
+
+@pytest.mark.parametrize("stage, damage", [
+    ("training", lambda r: r.update(started=5)), ("training", lambda r: r.update(run_settings=["a"])),
+    ("training", lambda r: r["run_settings"].update(overrides=[1])), ("training", lambda r: r.pop("finished")),
+    ("training", lambda r: r["metrics"].update(history=5)), ("training", lambda r: r["metrics"].update(history=[3])),
+    ("training", lambda r: r["config"].pop("backbone")),
+    ("evaluation", lambda r: r["outputs"].update(model="runs/smoke/best.pt")),
+    ("evaluation", lambda r: r["metrics"].update(summary=[])), ("evaluation", lambda r: r.update(validation={"x": 1})),
+    ("data", lambda r: r["validation"].update(num_images="24"))])
+def test_a_record_with_fields_of_the_wrong_type_counts_as_no_record_in_status_and_run(fakes, tmp_path, capsys,
+                                                                                      stage, damage):
+    wd = tmp_path / "wd"
+    run(wd)
+    path = wd / "checkpoints" / RECORD_FILES[stage]
+    rec = json.loads(path.read_text())
+    damage(rec)
+    path.write_text(json.dumps(rec))
+    lines, ok = pipeline_status(wd)
+    assert not ok and any("is damaged" in line for line in lines), lines
+    capsys.readouterr()
+    assert run(wd) == 0
+    out = capsys.readouterr()
+    assert "is damaged" in out.err and f"[{stage}] running: no record" in out.out
+
+
+def test_status_falls_back_to_the_default_profile_when_the_recorded_settings_are_unusable(fakes, tmp_path):
+    wd = tmp_path / "wd"
+    run(wd)
+    for name in RECORD_FILES.values():
+        path = wd / "checkpoints" / name
+        rec = json.loads(path.read_text())
+        rec["run_settings"]["profile"] = "nosuch"
+        path.write_text(json.dumps(rec))
+    lines, ok = pipeline_status(wd)
+    assert "unknown profile 'nosuch'" in lines[1] and lines[2] == "compared with the default profile (quick)"
+    assert not ok
+
+
+def test_status_names_the_real_set_of_the_last_run_when_it_is_not_the_default(fakes, tmp_path, monkeypatch):
+    from bongard_system1.pipeline import stages
+    default = tmp_path / "real" / "shapes_coco.json"          # a default real set that exists
+    default.parent.mkdir()
+    default.write_text("{}")
+    monkeypatch.setattr(stages, "DEFAULT_REAL_DATA", str(default))
+    wd = tmp_path / "wd"
+    run(wd, "--epochs", "3")                      # with --real-data none
+    lines, _ = pipeline_status(wd)
+    assert "compared with the last run's settings: --profile smoke --epochs 3 --real-data none" in lines, lines
 
 
 def test_reset_cascades_lists_and_all_leaves_a_clean_directory(fakes, tmp_path, capsys):
@@ -570,11 +638,17 @@ def test_no_checkpoint_reads_and_writes_no_records(fakes, tmp_path, capsys):
     wd = tmp_path / "wd"
     run(wd)
     records = {p.name: p.read_text() for p in (wd / "checkpoints").glob("*.json")}
+    recorded = {name: (wd / name).read_text() for name in ("results/system1_training_results.json",
+                                                           "logs/smoke_training.log")}
     capsys.readouterr()
     assert run(wd, "--no-checkpoint") == 0
     assert ran_stages(capsys.readouterr().out) == ["data", "training", "evaluation"]
     assert {p.name: p.read_text() for p in (wd / "checkpoints").glob("*.json")} == records
     assert (wd / "runs" / "smoke_unrecorded" / "best.pt").exists()
+    # the recorded run's results and log stay as they were; the unrecorded run's go beside them
+    assert {name: (wd / name).read_text() for name in recorded} == recorded
+    assert json.loads((wd / "results" / "system1_training_results_unrecorded.json").read_text())
+    assert "checkpointing off" in (wd / "logs" / "smoke_training_unrecorded.log").read_text()
     run(wd)
     assert ran_stages(capsys.readouterr().out) == []
 
@@ -590,6 +664,11 @@ def test_bad_input_is_one_line_and_non_zero(fakes, tmp_path, capsys):
     assert run(blocker / "wd") == 2
     err = capsys.readouterr().err
     assert "cannot write to work directory" in err and err.count("\n") == 1
+    for action in ([], ["--status"], ["--reset", "all"]):
+        assert run(blocker, *action) == 2
+        err = capsys.readouterr().err
+        assert f"work directory {blocker} is a file" in err and err.count("\n") == 1, err
+    assert blocker.read_text() == "x"
     assert run(tmp_path / "wd", real=str(tmp_path / "missing.json")) == 2
     assert "real data file not found" in capsys.readouterr().err
     assert run(tmp_path / "wd", "--dataset_size", "1") == 2         # a quarter of one image rounds to none

@@ -144,7 +144,8 @@ def do_status(args) -> int:
         real = resolve_real_data(args.real_data)
     workdir = Path(args.workdir).expanduser()
     if not workdir.is_dir():
-        raise System1Error(f"work directory not found: {workdir}")
+        raise System1Error(f"work directory {workdir} is a file" if workdir.exists() else
+                           f"work directory not found: {workdir}")
     lines, _ = pipeline_status(workdir, settings, real, explicit=explicit)
     print("\n".join(lines))
     return 0

@@ -96,12 +96,49 @@ class Decision:
     warning: str | None = None     # e.g. a record that was not valid JSON
 
 
+# (dotted key, the type its value must have when present, whether a complete record must have it):
+# what ``--status``, the skipped-stage lines and the results file read from a record
+_FIELDS = {
+    None: [("started", str, False), ("finished", str, True), ("config_hash", str, True), ("error", str, False),
+           ("staging_dir", str, False), ("upstream_hash", str, False), ("dataset_hash", str, False),
+           ("run_settings", dict, False), ("run_settings.profile", str, False), ("run_settings.overrides", dict, False),
+           ("run_settings.real_data", str, False), ("replaces", dict, False)],
+    "data": [("validation.num_images", int, True), ("config.image_size", int, True)],
+    "training": [("config.backbone", str, True), ("metrics.history", list, False),
+                 ("metrics.best_metric", (int, float), False)],
+    "evaluation": [("metrics.summary", dict, False), ("outputs.model", dict, True)],
+}
+
+
+_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", int: "an integer"}
+
+
+def _field(rec: dict, dotted: str):
+    value = rec
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _record_problem(rec: dict) -> str | None:
     """What is wrong with the layout of a record that parses, or None (hand-edited or damaged ones
     are then treated as no record, not as a traceback)."""
     for key in ("outputs", "validation", "metrics", "config"):
         if rec.get(key) is not None and not isinstance(rec[key], dict):
             return f"{key!r} is not an object"
+    complete = rec.get("status") == "complete"
+    for dotted, kind, required in _FIELDS[None] + _FIELDS.get(rec.get("stage"), []):
+        value = _field(rec, dotted)
+        if value is None:
+            if required and complete:
+                return f"a complete record without {dotted}"
+        elif not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            return f"{dotted} is not {_TYPE_NAMES.get(kind, 'a number')}"
+    history = _field(rec, "metrics.history") or []
+    if not all(isinstance(row, dict) for row in history):
+        return "metrics.history holds a row that is not an object"
+    if rec.get("stage") == "evaluation" and not all(isinstance(v, dict) for v in (rec.get("validation") or {}).values()):
+        return "validation holds a set that is not an object"
     for key, facts in (rec.get("outputs") or {}).items():
         if isinstance(facts, dict):
             if not isinstance(facts.get("path"), str):
@@ -187,6 +224,7 @@ class CheckpointManager:
         rec["finished"] = now_text()
         rec["seconds"] = round(seconds, 2)
         rec.pop("error", None)
+        rec.pop("replaces", None)       # its outputs are now the ones this run replaced
         self.write(stage, rec)
         return rec
 
@@ -221,6 +259,17 @@ class CheckpointManager:
             return Decision(True, "no record", None, problem)
         if rec.get("status") not in ("running", "failed", "complete"):
             return Decision(True, "no record", None, f"{stage} record has unknown status {rec.get('status')!r}")
+        old = rec.get("replaces")
+        if (rec.get("status") != "complete" and isinstance(old, dict) and config is not None
+                and rec.get("config_hash") != config_hash(config) and old.get("config_hash") == config_hash(config) and old.get("status") == "complete"
+                and old.get("stage") == stage and _record_problem(old) is None and not upstream_ran
+                and (upstream is None or old.get("upstream_hash") == upstream)
+                and self.validate(stage, old, deep=deep) is None):
+            # a run with other settings was to replace this one and was stopped before it did:
+            # the old outputs are untouched (it built beside them), so with the old settings back
+            # the stage is done (the stopped run's record and folder stay for its own settings)
+            return Decision(False, "complete and valid (a run with other settings that was to replace it "
+                                   "did not finish)", old)
         if config is not None and rec.get("config_hash") != config_hash(config):
             return Decision(True, f"config changed: {config_diff(rec.get('config'), config) or 'hash differs'}", rec)
         if upstream_ran:

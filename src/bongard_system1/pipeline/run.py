@@ -23,10 +23,11 @@ def run_pipeline(opts: RunOptions) -> dict:
     workdir = Path(opts.workdir).resolve()
     opts.workdir = workdir
     profile = opts.settings["profile"]
-    check_writable(workdir, results_path(workdir, profile))
+    check_writable(workdir, results_path(workdir, profile, opts.checkpoint))
     check_real_data(opts.real_data)
     with PipelineLock(workdir):
-        log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training.log"))
+        unrecorded = "" if opts.checkpoint else "_unrecorded"      # --no-checkpoint: beside the recorded run's
+        log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training{unrecorded}.log"))
         log(f"System 1 pipeline: profile {profile}, work directory {workdir}"
             + ("" if opts.checkpoint else " (no checkpoint records)"))
         if opts.real_data is None:
@@ -37,7 +38,7 @@ def run_pipeline(opts: RunOptions) -> dict:
         train_rec, train_ran = stage_training(ctx, data_rec, data_ran)
         eval_rec, _ = stage_evaluation(ctx, data_rec, train_rec, train_ran)
         results = build_results(ctx, data_rec, train_rec, eval_rec, time.time() - t0)
-        path = results_path(workdir, profile)
+        path = results_path(workdir, profile, opts.checkpoint)
         write_json_atomic(path, results)
         ran = [s for s in STAGES if ctx.actions.get(s, {}).get("ran")]
         log(f"done in {time.time() - t0:.1f} s: " + (f"ran {', '.join(ran)}" if ran else "every stage was up to date")
@@ -46,10 +47,12 @@ def run_pipeline(opts: RunOptions) -> dict:
         return results
 
 
-def results_path(workdir: Path, profile: str) -> Path:
+def results_path(workdir: Path, profile: str, checkpoint: bool = True) -> Path:
+    """The results file; a --no-checkpoint run's goes beside the recorded run's, not over it."""
+    unrecorded = "" if checkpoint else "_unrecorded"
     if profile == "professional":
-        return workdir / "results" / f"professional_training_results_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    return workdir / "results" / "system1_training_results.json"
+        return workdir / "results" / f"professional_training_results_{time.strftime('%Y%m%d_%H%M%S')}{unrecorded}.json"
+    return workdir / "results" / f"system1_training_results{unrecorded}.json"
 
 
 def peak_memory() -> dict:

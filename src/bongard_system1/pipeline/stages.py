@@ -10,6 +10,7 @@ Layout of a work directory::
     runs/<profile>/                        the trainer's run folder (last.pt, best.pt, ...)
     results/   system1_training_results.json, or professional_training_results_<time>.json
     logs/      <profile>_training.log (professional_training.log), validate_phase1.log
+    (--no-checkpoint: *_unrecorded folders, results and log, beside the recorded run's)
 
 Each stage asks :class:`CheckpointManager` whether it must run. A stage that runs again makes every
 stage downstream run again. Forced runs, config changes and invalid outputs build into a staging
@@ -179,6 +180,8 @@ def swap_in(staging: Path, target: Path) -> None:
 def check_writable(workdir: Path, results_file: Path | None = None) -> None:
     """The work directory and the folders every run writes in can be written, and ``results_file``
     (written at the end) is not a folder, or one error line now, before any stage runs."""
+    if workdir.exists() and not workdir.is_dir():
+        raise System1Error(f"work directory {workdir} is a file; give a folder (new or made by the pipeline)")
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / f".system1_write_probe_{os.getpid()}"
@@ -193,6 +196,18 @@ def check_writable(workdir: Path, results_file: Path | None = None) -> None:
     if results_file is not None and results_file.is_dir():
         raise System1Error(f"{results_file} is a folder, where the pipeline writes its results file; "
                            "move it away or use another --workdir")
+
+
+def _replaced(decision: Decision, beside: bool) -> dict | None:
+    """The complete record a run that builds ``beside`` the old outputs replaces (or the one an
+    interrupted such run was replacing), kept in the new run's record until it completes, so that
+    going back to the old settings after a kill finds the old outputs done (see ``decide``)."""
+    rec = decision.record or {}
+    if not beside:
+        return None
+    if rec.get("status") == "complete":
+        return {k: v for k, v in rec.items() if k != "replaces"}
+    return rec.get("replaces") if isinstance(rec.get("replaces"), dict) else None
 
 
 def _choose_build_dir(decision: Decision, target: Path, workdir: Path) -> tuple[Path, bool]:
@@ -252,6 +267,8 @@ class Context:
             self.log(f"warning: {decision.warning}", err=True)
         if decision.run:
             self.log(f"[{stage}] running: {decision.reason}")
+        elif decision.reason != "complete and valid":
+            self.log(f"[{stage}] {decision.reason}")
         self.actions[stage] = {"ran": decision.run, "reason": decision.reason}
 
 
@@ -278,7 +295,7 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     if fresh and build != target and build.exists():
         rmtree(build)
     rec = ctx.mgr.start("data", cfg, None, decision.reason, {
-        "profile": ctx.profile, "run_settings": ctx.run_settings,
+        "profile": ctx.profile, "run_settings": ctx.run_settings, "replaces": _replaced(decision, build != target),
         "staging_dir": rel(build, ctx.workdir) if build != target else None,
         "outputs": {"dir": rel(target, ctx.workdir)}})
     t0 = time.time()
@@ -373,6 +390,7 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
         ctx.log(f"[training] resuming from {rel(build / 'last.pt', ctx.workdir)}")
     rec = ctx.mgr.start("training", cfg, data_rec.get("dataset_hash"), decision.reason, {
         "profile": ctx.profile, "run_settings": ctx.run_settings, "resumed": resume,
+        "replaces": _replaced(decision, build != target),
         "staging_dir": rel(build, ctx.workdir) if build != target else None,
         "outputs": {"run_dir": rel(target, ctx.workdir)}})
     t0 = time.time()
@@ -439,7 +457,8 @@ def stage_evaluation(ctx: Context, data_rec: dict, train_rec: dict, train_ran: b
         return rec, False
 
     rec = ctx.mgr.start("evaluation", cfg, model_facts["sha256"], decision.reason, {
-        "profile": ctx.profile, "run_settings": ctx.run_settings, "outputs": {"model": model_facts}})
+        "profile": ctx.profile, "run_settings": ctx.run_settings, "outputs": {"model": model_facts},
+        "replaces": _replaced(decision, True)})
     t0 = time.time()
     try:
         from ..evaluate import evaluate_model   # lazy: torch
@@ -508,7 +527,7 @@ def _eval_sets(ctx: Context, data_rec: dict, real: str | None, s: dict) -> dict:
         sets[f"synthetic_{kind}"] = (ddir / f"{kind}_coco.json", ddir, data_rec["validation"].get("num_val"))
     if real:
         cap = s.get("real_max_images")
-        sub_dir = ctx.workdir / "processed_data" / "real_subset"
+        sub_dir = ctx.workdir / "processed_data" / ("real_subset" + ("" if ctx.opts.checkpoint else "_unrecorded"))
         for name, path in real_files(real).items():
             if name.split("_")[1] not in want:
                 continue

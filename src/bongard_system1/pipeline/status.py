@@ -14,15 +14,16 @@ from ..schedule import run_progress
 from . import profiles
 from .lock import PipelineLock
 from .records import RECORD_FILES, STAGES, CheckpointManager, rel
-from .stages import eval_facts, fmt, real_data_sha, rmtree
+from .stages import eval_facts, fmt, real_data_sha, resolve_real_data, rmtree
 
 
 def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
     best = None
     for stage in STAGES:
         rec, _ = mgr.read(stage)
-        if rec and rec.get("run_settings") and (best is None or rec.get("started", "") >= best[0]):
-            best = (rec.get("started", ""), rec["run_settings"])
+        when = str(rec.get("updated") or rec.get("started") or "") if rec else ""    # the record written last
+        if rec and rec.get("run_settings") and (best is None or when >= best[0]):
+            best = (when, rec["run_settings"])
     return best[1] if best else None
 
 
@@ -42,16 +43,25 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
     if not explicit:
         last = _latest_run_settings(mgr)
         if last:
-            settings = profiles.resolve_settings(last["profile"], last.get("overrides") or {})
+            try:
+                settings = profiles.resolve_settings(last["profile"], last.get("overrides") or {})
+            except System1Error as exc:       # a hand-edited record: compare with the default instead
+                lines.append(f"   warning: the last run's recorded settings are unusable ({exc})")
+                last = None
+        if last:
             real_data = last.get("real_data")
             flags = " ".join(f"--{k} {v}" for k, v in (last.get("overrides") or {}).items() if v is not None)
+            if real_data != resolve_real_data(None):      # the default real set, where it is
+                flags += f" --real-data {real_data or 'none'}"
+                flags = flags.strip()
             lines.append(f"compared with the last run's settings: --profile {last['profile']}" + (f" {flags}" if flags else ""))
             if last["profile"] != profiles.DEFAULT_PROFILE or flags:
                 lines.append(f"(a run without these flags is a {profiles.DEFAULT_PROFILE} run: give them again "
                              "to go on with this one)")
         else:
             settings = profiles.resolve_settings(profiles.DEFAULT_PROFILE)
-            lines.append(f"no run recorded yet; compared with the default profile ({profiles.DEFAULT_PROFILE})")
+            lines.append(("" if lines[-1].startswith("   warning") else "no run recorded yet; ")
+                         + f"compared with the default profile ({profiles.DEFAULT_PROFILE})")
     else:
         lines.append(f"compared with: --profile {settings['profile']}")
     configs = {"data": profiles.data_config(settings), "training": profiles.train_config(settings)}
@@ -126,10 +136,11 @@ def _pipeline_made(workdir: Path, folder: str) -> list[Path]:
     names = profiles.profile_names()
     made = {
         "processed_data": [f"{p}_synthetic{u}{s}" for p in names for u in ("", "_unrecorded") for s in ("", ".new", ".old")]
-        + ["real_subset"],
+        + ["real_subset", "real_subset_unrecorded"],
         "runs": [f"{p}{u}{s}" for p in names for u in ("", "_unrecorded") for s in ("", ".new", ".old")],
-        "results": ["system1_training_results.json", "professional_training_results_*.json"],
-        "logs": [f"{p}_training.log" for p in names] + ["validate_phase1.log"],
+        "results": ["system1_training_results.json", "system1_training_results_unrecorded.json",
+                    "professional_training_results_*.json"],
+        "logs": [f"{p}_training{u}.log" for p in names for u in ("", "_unrecorded")] + ["validate_phase1.log"],
         "checkpoints": list(RECORD_FILES.values()),
     }[folder]
     base = workdir / folder
@@ -150,7 +161,8 @@ def reset_stage(workdir, stage: str) -> list[str]:
     if stage != "all" and stage not in STAGES:
         raise System1Error(f"unknown stage {stage!r}; choose data, training, evaluation or all")
     if not workdir.is_dir():
-        raise System1Error(f"work directory not found: {workdir}")
+        raise System1Error(f"work directory {workdir} is a file" if workdir.exists() else
+                           f"work directory not found: {workdir}")
     mgr = CheckpointManager(workdir)
     deleted: list[str] = []
 
@@ -174,13 +186,14 @@ def reset_stage(workdir, stage: str) -> list[str]:
             if name == "data":
                 if rec and rec.get("outputs", {}).get("dir"):
                     doomed.append(checked(mgr.abs(rec["outputs"]["dir"])))
-                doomed += [child for child in _pipeline_made(workdir, "processed_data") if child.name != "real_subset"]
+                doomed += [child for child in _pipeline_made(workdir, "processed_data")
+                           if not child.name.startswith("real_subset")]
             elif name == "training":
                 if rec and rec.get("outputs", {}).get("run_dir"):
                     doomed.append(checked(mgr.abs(rec["outputs"]["run_dir"])))
                 doomed += _pipeline_made(workdir, "runs")
             elif name == "evaluation":
-                doomed.append(workdir / "processed_data" / "real_subset")
+                doomed += [workdir / "processed_data" / "real_subset", workdir / "processed_data" / "real_subset_unrecorded"]
             doomed.append(mgr.path(name))
         if stage == "all":
             for folder in ("results", "logs", "checkpoints"):
