@@ -86,7 +86,8 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
         when = (rec or {}).get("finished") or (rec or {}).get("started") or "-"
         facts = _stage_facts(stage, rec, mgr) if rec else "no record"
         lines.append(f"{mark} {stage:<11} {when:<19}  {facts}")
-        lines.append(f"   {'would run again: ' + reason if d.run else 'up to date'}")
+        why = reason[len("complete and valid "):] if reason.startswith("complete and valid (") else ""
+        lines.append(f"   {'would run again: ' + reason if d.run else 'up to date' + (' ' + why if why else '')}")
         all_ok &= not d.run
         upstream_would_run = upstream_would_run or d.run
         if stage == "data":
