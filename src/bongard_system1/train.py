@@ -157,10 +157,10 @@ def _read_resume_state(run_dir):
 _OLD_RUN_FILES = ("last.pt", "last.prev.pt", "last.pt.corrupt", "best.pt")
 
 
-def _check_unresumable(out_dir, cfg) -> bool:
-    """With nothing to resume from: whether ``out_dir`` holds an earlier run's files. Refuses (unless
-    the caller starts over) a run of another config, and a best.pt past its first epoch, whose
-    last.pt was deleted or damaged: training over it would replace a model that cannot be resumed."""
+def _check_unresumable(out_dir, cfg) -> None:
+    """With nothing to resume from in ``out_dir``: refuse a run of another config there, and a
+    best.pt past its first epoch (its last.pt deleted or damaged): training over it would replace
+    a model that cannot be resumed."""
     prior = None
     try:
         with open(os.path.join(out_dir, "config.json")) as f:
@@ -179,7 +179,6 @@ def _check_unresumable(out_dir, cfg) -> bool:
         raise System1Error(f"{out_dir} holds a best.pt (epoch {best['epoch']}) but no whole last.pt to resume from "
                            "(deleted, or damaged with no whole last.prev.pt); pass --restart to train again (the old "
                            "files stay until the new run's first epoch is validated) or use another --out")
-    return any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
 
 
 # ---------------------------------------------------------------- BatchNorm refresh for SWA
@@ -443,9 +442,8 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         raise System1Error(f"cannot create run folder {out_dir}: {exc.strerror or exc}")
 
     state = None if restart else _read_resume_state(out_dir)
-    if state is None and not restart and (any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
-                                          if start_over_unresumable else _check_unresumable(out_dir, cfg)):
-        restart = True      # the old files (a first epoch at most) stay until the new run's first epoch
+    if state is None and not restart and not start_over_unresumable:
+        _check_unresumable(out_dir, cfg)
     if state is not None and state["config_hash"] != cfg.hash():
         diff = config_diff(state["config"], cfg.result_dict(), TRAIN_DEFAULTS)
         raise System1Error(f"{out_dir} holds a run with another config ({diff}); "
@@ -488,10 +486,11 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
                                                                      planned_epochs=epochs, device=dev,
                                                                      data_dir=cfg.data_dir))
 
-    # --restart: the old run's files (its checkpoints and config.json) go only when the new run's
-    # first epoch is trained and validated (drop_old_run), so a kill before that leaves the old run
-    # as it was; a kill after it leaves a folder without last.pt, where the same command starts anew
-    old_run = restart and any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
+    # a new run over an old one's files (--restart, or nothing to resume): they (and config.json) go
+    # only when the new run's first epoch is trained and validated (drop_old_run), so a kill before
+    # that leaves the old run as it was; a kill after it leaves a folder without last.pt, where the
+    # same command starts anew
+    old_run = state is None and any(os.path.exists(os.path.join(out_dir, f)) for f in _OLD_RUN_FILES)
     if not old_run:
         write_config()
     swa_epochs, early_epochs, early_size = epoch_plan(epochs, cfg.swa_fraction, cfg.image_size, cfg.early_scale)

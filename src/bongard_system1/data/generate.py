@@ -238,21 +238,21 @@ def _part_path(out, start, stop):
     return os.path.join(out, ".parts", f"images_{start:07d}_{stop:07d}.json")
 
 
-def _holds_what_was_written(path, size, crc) -> bool:
-    """The file is there with the bytes that were written (their length and CRC-32)."""
+def _holds_what_was_written(path, crc, size=None) -> bool:
+    """The file is there with the bytes that were written (their CRC-32, and length when given)."""
     try:
         with open(path, "rb") as f:
-            data = f.read(size + 1)
+            data = f.read() if size is None else f.read(size + 1)
     except OSError:
         return False
-    return len(data) == size and zlib.crc32(data) == crc
+    return (size is None or len(data) == size) and zlib.crc32(data) == crc
 
 
 def _first_changed(out, records):
     """The first image of a chunk's records that is missing or not the bytes that were written, or None."""
     for rec in records:
         path = os.path.join(out, _image_name(rec["index"]))
-        if not _holds_what_was_written(path, rec["png_bytes"], rec["png_crc32"]):
+        if not _holds_what_was_written(path, rec["png_crc32"], rec["png_bytes"]):
             return path
     return None
 
@@ -268,11 +268,7 @@ def _image_ok(path, height, width, crc) -> bool:
     complains on stderr about a damaged file); else (an older dataset) it decodes to the size its
     record says."""
     if isinstance(crc, int):
-        try:
-            with open(path, "rb") as f:
-                return zlib.crc32(f.read()) == crc
-        except OSError:
-            return False
+        return _holds_what_was_written(path, crc)
     return image_is_whole(path, height, width)
 
 
@@ -282,8 +278,10 @@ def _unreadable(job):
     return [name for name, h, w, crc in items if not _image_ok(os.path.join(out, name), h, w, crc)]
 
 
-def validate_dataset(out, workers=1) -> dict:
-    """Check a finished dataset: both COCO files parse, every image is there and readable, counts match."""
+def validate_dataset(out, workers=1, redraw_params=None) -> dict:
+    """Check a finished dataset: both COCO files parse, every image is there and readable, counts
+    match. With ``redraw_params`` (the dataset's parameters), missing or damaged images are drawn
+    again first (``redrawn`` in the result says how many)."""
     from .coco import read_coco
     counts, docs = {}, {}
     for name in ("shapes_coco.json", "strokes_coco.json"):
@@ -298,11 +296,17 @@ def validate_dataset(out, workers=1) -> dict:
     if len(images) != expected:
         raise System1Error(f"dataset check failed: {len(images)} image records, expected {expected}")
     bad = damaged_images(out, images, workers)
+    redrawn = 0
+    if bad and redraw_params is not None:
+        redrawn = _repair(out, redraw_params, bad, images)
+        names = set(bad)
+        bad = damaged_images(out, [im for im in images if im["file_name"] in names])
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise System1Error(f"dataset check failed: image {os.path.join(out, bad[0])}{more} is missing, damaged, "
                            "unreadable or not the size its record says")
-    return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1]}
+    return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1],
+            "redrawn": redrawn}
 
 
 def damaged_images(out, images, workers=1) -> list[str]:
@@ -355,10 +359,9 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
             raise System1Error(f"{out_dir} holds a dataset made with other arguments "
                                f"({config_diff(manifest.get('params', {}), params)}); use another --out or delete it")
         if manifest.get("status") == "complete":
-            repaired = _repair_complete(out, params, int(workers or usable_cores()))
-            counts = validate_dataset(out, int(workers or usable_cores()))
+            counts = validate_dataset(out, int(workers or usable_cores()), redraw_params=params)
             if not quiet:
-                fixed = f"; {repaired} damaged or missing image(s) drawn again" if repaired else ""
+                fixed = f"; {counts['redrawn']} damaged or missing image(s) drawn again" if counts["redrawn"] else ""
                 print(f"dataset already complete in {out_dir}: {counts['images']} images, "
                       f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked{fixed})")
             return manifest
@@ -424,18 +427,6 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
         print(f"dataset complete in {out_dir}: {counts['images']} images ({n_img - n_val} train, {n_val} val), "
               f"{counts['shapes']} shapes, {counts['strokes']} strokes; all images checked")
     return manifest
-
-
-def _repair_complete(out, params, workers) -> int:
-    """Before the check of a complete dataset: redraw its missing or damaged images, if its COCO
-    file reads (else the check says what is wrong)."""
-    from .coco import read_coco
-    try:
-        images = read_coco(os.path.join(out, "shapes_coco.json"), sized=True)["images"]
-    except System1Error:
-        return 0
-    bad = damaged_images(out, images, workers)
-    return _repair(out, params, bad, images) if bad else 0
 
 
 def cli_generate(args):

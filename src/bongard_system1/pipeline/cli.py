@@ -135,7 +135,7 @@ def options_from_args(args, default_profile: str | None = None, log_name: str | 
 
 def do_status(args) -> int:
     from .stages import resolve_real_data
-    from .status import pipeline_status
+    from .status import check_workdir, pipeline_status
 
     explicit = bool(args.profile or _overrides(args) or args.real_data)
     settings = real = None
@@ -143,9 +143,7 @@ def do_status(args) -> int:
         settings = profiles.resolve_settings(args.profile or profiles.DEFAULT_PROFILE, _overrides(args))
         real = resolve_real_data(args.real_data)
     workdir = Path(args.workdir).expanduser()
-    if not workdir.is_dir():
-        raise System1Error(f"work directory {workdir} is a file" if workdir.exists() else
-                           f"work directory not found: {workdir}")
+    check_workdir(workdir)
     lines, _ = pipeline_status(workdir, settings, real, explicit=explicit)
     print("\n".join(lines))
     return 0

@@ -259,15 +259,8 @@ class CheckpointManager:
             return Decision(True, "no record", None, problem)
         if rec.get("status") not in ("running", "failed", "complete"):
             return Decision(True, "no record", None, f"{stage} record has unknown status {rec.get('status')!r}")
-        old = rec.get("replaces")
-        if (rec.get("status") != "complete" and isinstance(old, dict) and config is not None
-                and rec.get("config_hash") != config_hash(config) and old.get("config_hash") == config_hash(config) and old.get("status") == "complete"
-                and old.get("stage") == stage and _record_problem(old) is None and not upstream_ran
-                and (upstream is None or old.get("upstream_hash") == upstream)
-                and self.validate(stage, old, deep=deep) is None):
-            # a run with other settings was to replace this one and was stopped before it did:
-            # the old outputs are untouched (it built beside them), so with the old settings back
-            # the stage is done (the stopped run's record and folder stay for its own settings)
+        old = self._replaced_and_still_valid(stage, rec, config, upstream, upstream_ran, deep)
+        if old is not None:
             return Decision(False, "complete and valid (a run with other settings that was to replace it "
                                    "did not finish)", old)
         if config is not None and rec.get("config_hash") != config_hash(config):
@@ -284,6 +277,22 @@ class CheckpointManager:
         if problem:
             return Decision(True, problem, rec)
         return Decision(False, "complete and valid", rec)
+
+    def _replaced_and_still_valid(self, stage, rec, config, upstream, upstream_ran, deep) -> dict | None:
+        """The complete record an unfinished run with other settings was to replace (kept in its
+        ``replaces``), when ``config`` asks for that record's settings and its outputs are still as
+        recorded (the new run built beside them), else None."""
+        old = rec.get("replaces")
+        if rec.get("status") == "complete" or not isinstance(old, dict) or config is None or upstream_ran:
+            return None
+        wanted = config_hash(config)
+        if rec.get("config_hash") == wanted or old.get("config_hash") != wanted:
+            return None          # the unfinished run's own settings: it resumes
+        if old.get("status") != "complete" or old.get("stage") != stage or _record_problem(old) is not None:
+            return None
+        if upstream is not None and old.get("upstream_hash") != upstream:
+            return None
+        return old if self.validate(stage, old, deep=deep) is None else None
 
     def validate(self, stage: str, rec: dict, deep: bool = True) -> str | None:
         """None when the stage's outputs are as recorded, else ``output missing`` / ``... corrupt``."""

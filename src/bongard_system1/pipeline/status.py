@@ -154,6 +154,13 @@ def _pipeline_made(workdir: Path, folder: str) -> list[Path]:
     return sorted(found)
 
 
+def check_workdir(workdir: Path) -> None:
+    """An existing work directory to read or reset, or one error line."""
+    if not workdir.is_dir():
+        raise System1Error(f"work directory {workdir} is a file" if workdir.exists() else
+                           f"work directory not found: {workdir}")
+
+
 def reset_stage(workdir, stage: str) -> list[str]:
     """Delete the records and outputs of ``stage`` and everything downstream (``all``: everything
     the pipeline wrote; files of the user's in its folders stay). Returns the deleted paths,
@@ -161,9 +168,7 @@ def reset_stage(workdir, stage: str) -> list[str]:
     workdir = Path(workdir).resolve()
     if stage != "all" and stage not in STAGES:
         raise System1Error(f"unknown stage {stage!r}; choose data, training, evaluation or all")
-    if not workdir.is_dir():
-        raise System1Error(f"work directory {workdir} is a file" if workdir.exists() else
-                           f"work directory not found: {workdir}")
+    check_workdir(workdir)
     mgr = CheckpointManager(workdir)
     deleted: list[str] = []
 
