@@ -115,6 +115,15 @@ def test_an_early_scale_of_one_keeps_the_config_hash_of_runs_made_before_it():
     assert "--early-scale: expected a number in (0, 1], got 1.5" in proc.stderr
 
 
+def test_the_peak_learning_rate_follows_the_batch_the_loader_really_gives():
+    from bongard_system1.train import TrainConfig
+    cfg = TrainConfig(data_dir="d", batch_size=32)
+    assert cfg.peak_lr() == pytest.approx(4e-3)                  # 2e-3 x sqrt(32 / 8)
+    assert cfg.peak_lr(1000) == pytest.approx(4e-3)
+    assert cfg.peak_lr(8) == pytest.approx(2e-3)                 # 8 images: one batch of 8, not 32
+    assert TrainConfig(data_dir="d", batch_size=32, lr=1e-3).peak_lr(8) == 1e-3   # --lr is taken as given
+
+
 def test_rerun_of_a_finished_run_does_no_work(run, data):
     out, _ = run
     before = (out / "last.pt").stat().st_mtime_ns

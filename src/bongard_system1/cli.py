@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750")
     d.add_argument("--out", required=True, type=_png_path, help="PNG file to write (lossless: a JPEG's artefacts would move the boxes)")
     d.add_argument("--size", type=_image_px, default=512)
-    d.add_argument("--scale", type=_turtle_scale, default=180.0, help="scaling factor of every shape (turtle units)")
+    d.add_argument("--scale", type=_turtle_scale, default=180.0, help="scaling factor of every shape (turtle units; 180 is the original's base); a shape too large for its slot is shrunk to fit, with a warning")
     d.set_defaults(handler="bongard_system1.logo.render:cli_draw")
 
     v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")

@@ -61,8 +61,13 @@ class TrainConfig:
 
     NON_RESULT_KEYS = ("device", "workers", "data_dir")
 
-    def peak_lr(self):
-        return self.lr if self.lr is not None else 2e-3 * math.sqrt(self.batch_size / 8)
+    def peak_lr(self, train_images: int | None = None):
+        """``--lr``, else 2e-3 scaled by sqrt(batch / 8), the batch being what the loader really gives:
+        a training set smaller than ``--batch-size`` is one batch of all its images."""
+        if self.lr is not None:
+            return self.lr
+        batch = self.batch_size if train_images is None else min(self.batch_size, max(1, int(train_images)))
+        return 2e-3 * math.sqrt(batch / 8)
 
     def result_dict(self):
         d = asdict(self)
@@ -495,7 +500,7 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         write_config()
     swa_epochs, early_epochs, early_size = epoch_plan(epochs, cfg.swa_fraction, cfg.image_size, cfg.early_scale)
     main_epochs = epochs - swa_epochs
-    peak = cfg.peak_lr()
+    peak = cfg.peak_lr(len(train_set))
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=main_epochs * steps_per_epoch,
                                                 pct_start=0.2, div_factor=20.0, final_div_factor=50.0)

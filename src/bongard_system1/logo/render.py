@@ -201,28 +201,34 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
 
 
 def cli_draw(args):
-    """``system1 draw``: shapes side by side, each starting left of its slot, heading east."""
+    """``system1 draw``: shapes side by side in a grid of slots, each centred in its own, heading east."""
     import json
     import os
+    import sys
 
     from .actions import parse_program
+    from .sample import layout_in_slots
     from ..errors import System1Error
     from ..io_utils import check_output_image
     check_output_image(args.out)
-    n = len(args.program)
-    shapes = []
-    for k, text in enumerate(args.program):
+    programs = []
+    for text in args.program:
         actions = parse_program([t.strip() for t in text.split(",") if t.strip()])
         if not actions:
             raise System1Error(f"--program {text!r} holds no action")
-        y = 250.0 - 500.0 * (k + 0.5) / n
-        shapes.append(PlacedShape(actions, (-250.0, y), 0.0, float(args.scale)))
+        programs.append(actions)
+    shapes = layout_in_slots(programs, float(args.scale), PEN_WIDTH)
     r = render(shapes, args.size)
     for k, box in enumerate(r.shape_boxes):
         if box is None:
             raise System1Error(f"--program {args.program[k]!r} draws no ink (every stroke has zero length)")
+    for k, shape in enumerate(shapes):
+        if shape.scale < float(args.scale):
+            print(f"warning: shape {k + 1} drawn at scale {shape.scale:.1f}: at {float(args.scale):g} "
+                  f"it does not fit its slot ({len(shapes)} shapes side by side)", file=sys.stderr)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not cv2.imwrite(args.out, r.image):
         raise System1Error(f"cannot write {args.out}")
-    print(json.dumps({"image": args.out, "shape_boxes": r.shape_boxes, "stroke_boxes": r.stroke_boxes}))
+    print(json.dumps({"image": args.out, "scales": [round(s.scale, 3) for s in shapes],
+                      "shape_boxes": r.shape_boxes, "stroke_boxes": r.stroke_boxes}))
     return 0

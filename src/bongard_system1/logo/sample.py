@@ -332,6 +332,38 @@ def _place(rng, actions, name, scale_range, others, touch):
     return None
 
 
+def layout_in_slots(programs, scale: float, pen_width: float = 8.0, gap: float = 12.0):
+    """Place shapes given as action tuples side by side on the canvas, none touching another.
+
+    The canvas is cut into a grid of equal slots, one a shape in order (row by row); each shape, at
+    orientation 0, is centred in its slot. A shape too large for its slot at ``scale`` is drawn at
+    the largest scale that fits (its extent, with the pen, inside the slot less ``gap``). Returns the
+    ``PlacedShape`` list; shapes that draw nothing are centred at their slot's centre. Deterministic.
+    """
+    n = len(programs)
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    side = 2.0 * CANVAS_LIMIT
+    slot_w, slot_h = side / cols, side / rows
+    room = np.array([slot_w - gap - pen_width, slot_h - gap - pen_width])
+    placed = []
+    for k, actions in enumerate(programs):
+        centre = np.array([-CANVAS_LIMIT + slot_w * (k % cols + 0.5), CANVAS_LIMIT - slot_h * (k // cols + 0.5)])
+        s, ext = float(scale), None
+        for _ in range(8):          # the extent is nearly linear in the scale (stamps and teeth grow too)
+            ext = _extent(PlacedShape(tuple(actions), (0.0, 0.0), 0.0, s))
+            if ext is None:
+                break
+            size = ext[1] - ext[0]
+            fit = float(np.min(room / np.maximum(size, 1e-9)))
+            if fit >= 1.0:
+                break
+            s *= fit * 0.995
+        start = centre if ext is None else centre - (ext[0] + ext[1]) / 2.0
+        placed.append(PlacedShape(tuple(actions), (float(start[0]), float(start[1])), 0.0, s))
+    return placed
+
+
 def _overlap(lo, hi, other, gap=12.0):
     olo, ohi = other
     return not (hi[0] + gap < olo[0] or ohi[0] + gap < lo[0] or hi[1] + gap < olo[1] or ohi[1] + gap < lo[1])
