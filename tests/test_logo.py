@@ -200,6 +200,13 @@ def test_real_basic_shapes_have_no_hidden_joints_or_retraced_strokes(real_dir):
     assert sum(map(_hidden_joints, shapes["ff"])) > 50
 
 
+def _inside_and_apart(boxes, size=512):
+    for k, (x, y, w, h) in enumerate(boxes):
+        assert 0 <= x and 0 <= y and x + w <= size and y + h <= size
+        for x2, y2, w2, h2 in boxes[k + 1:]:
+            assert x + w < x2 or x2 + w2 < x or y + h < y2 or y2 + h2 < y     # no two touch
+
+
 def test_draw_places_several_shapes_apart_and_shrinks_only_what_does_not_fit(tmp_path, capsys):
     from bongard_system1.cli import main
     square = "line_square_1.000-0.250,line_normal_1.000-0.250,line_zigzag_1.000-0.250,line_triangle_1.000-0.250"
@@ -208,16 +215,10 @@ def test_draw_places_several_shapes_apart_and_shrinks_only_what_does_not_fit(tmp
     out = capsys.readouterr()
     drawn = json.loads(out.out)
     assert drawn["scales"] == [180.0] * 3 and not out.err        # they fit: the asked scale, no warning
-    boxes = drawn["shape_boxes"]
-    for k, (x, y, w, h) in enumerate(boxes):
-        assert 0 <= x and 0 <= y and x + w <= 512 and y + h <= 512
-        for x2, y2, w2, h2 in boxes[k + 1:]:
-            assert x + w < x2 or x2 + w2 < x or y + h < y2 or y2 + h2 < y     # no two touch
+    _inside_and_apart(drawn["shape_boxes"])
     assert main(args + ["--scale", "400"]) == 0                  # too large for three slots of a 720-unit canvas
     out = capsys.readouterr()
     drawn = json.loads(out.out)
     assert all(150.0 < s < 400.0 for s in drawn["scales"]) and out.err.count("does not fit its slot") == 3
-    for k, (x, y, w, h) in enumerate(drawn["shape_boxes"]):
-        assert 0 <= x and 0 <= y and x + w <= 512 and y + h <= 512 and w > 200
-        for x2, y2, w2, h2 in drawn["shape_boxes"][k + 1:]:
-            assert x + w < x2 or x2 + w2 < x or y + h < y2 or y2 + h2 < y
+    _inside_and_apart(drawn["shape_boxes"])
+    assert min(w for _, _, w, _ in drawn["shape_boxes"]) > 200
