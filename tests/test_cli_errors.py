@@ -226,6 +226,20 @@ def test_predict_reads_subfolders_and_names_each_overlay_by_its_path(tmp_path, c
         assert {d["file_name"] for d in json.loads((tmp_path / "q.json").read_text())} == {"pos_0.png"}
 
 
+def test_overlays_are_never_written_where_they_would_be_read_as_images(tmp_path, capsys):
+    coco = _real_like(tmp_path, images=lambda ims: ims[1].update(file_name="images__0_overlay.png"))
+    images = coco.parent / "images"
+    (images / "1.png").rename(coco.parent / "images__0_overlay.png")    # an image named as the overlay of another
+    before = {p: p.read_bytes() for p in coco.parent.rglob("*.png")}
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--images", images,
+                                             "--out", tmp_path / "p.json", "--overlay-dir", images]))
+    assert "is the --images folder" in line
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco,
+                                             "--out", tmp_path / "p.json", "--overlay-dir", coco.parent]))
+    assert "images__0_overlay.png would overwrite an input image" in line
+    assert {p: p.read_bytes() for p in coco.parent.rglob("*.png")} == before and not (tmp_path / "p.json").exists()
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
 def test_a_missing_or_corrupt_image_is_found_before_any_prediction(tmp_path, capsys, command):
     coco = _real_like(tmp_path, n_images=3)

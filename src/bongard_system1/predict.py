@@ -591,6 +591,20 @@ def _image_list(args):
     return [(None, f, os.path.join(args.images, f)) for f in files], None
 
 
+def _check_overlays_miss_the_inputs(args, items, overlays):
+    """Overlays are written among the inputs only where they can never be read as one: not into the
+    ``--images`` folder itself (the next run would take them for images), and never over an input."""
+    where = Path(args.overlay_dir).resolve()
+    if args.images is not None and where == Path(args.images).resolve():
+        raise System1Error(f"--overlay-dir {args.overlay_dir} is the --images folder: the overlays would "
+                           f"be read as images next time; give a folder of their own (a subfolder is skipped)")
+    inputs = {Path(path).resolve() for _, _, path in items}
+    for overlay in overlays:
+        if (where / overlay).resolve() in inputs:
+            raise System1Error(f"--overlay-dir {args.overlay_dir}: the overlay {overlay} would overwrite an "
+                               f"input image; give a folder of their own")
+
+
 def cli_predict(args):
     from tqdm import tqdm
     from .io_utils import check_not_an_input, check_output_file, coco_folder, make_output_dir, write_json_atomic
@@ -607,6 +621,8 @@ def cli_predict(args):
     check_image_files([path for _, _, path in items],
                       "check --images-root or the file's file_name fields" if args.coco else "remove or fix it")
     overlays = overlay_names([name for _, name, _ in items])
+    if args.overlay_dir is not None:
+        _check_overlays_miss_the_inputs(args, items, overlays)
     if args.model == "baseline":
         from .baseline import ClassicalBaseline
         detector = ClassicalBaseline()
