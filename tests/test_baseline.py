@@ -106,3 +106,26 @@ def test_unseparated_shapes_on_the_real_set():
     assert sorted(found) == ["images/bd_mismatch_sector_rec1-thin_exist_triangle2_0000/pos_4.png",
                              "images/bd_three_mismatch_sectors2-necked_eight_lines11_0000/pos_3.png"]
     assert all(v == [0, 1] for v in found.values())
+
+
+def test_a_jpeg_or_an_off_white_page_gives_the_boxes_of_the_clean_image(real_dir, tmp_path):
+    from bongard_system1.predict import as_gray, System1Error
+    coco = json.loads((real_dir / "shapes_coco.json").read_text())
+    edges = lambda boxes: np.array([(x, y, x + w, y + h) for x, y, w, h in boxes])   # noqa: E731
+    for im in coco["images"][::45]:
+        png = real_dir / im["file_name"]
+        clean = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(as_gray(png), clean)                 # a clean page is left as it is
+        want = _boxes(classical_shapes(clean))
+        for quality in (75, 95):                                   # a JPEG's ringing is not ink
+            path = tmp_path / f"{im['id']}_{quality}.jpg"
+            cv2.imwrite(str(path), clean, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            assert _boxes(classical_shapes(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))) != want
+            got = _boxes(classical_shapes(as_gray(path)))
+            assert len(got) == len(want) and np.abs(edges(got) - edges(want)).max() <= 1, (im["file_name"], quality)
+        grey_page = np.clip(clean.astype(int) - 3, 0, 255).astype(np.uint8)   # paper at 252
+        assert classical_shapes(grey_page) == [{"bbox": [0, 0, *clean.shape[::-1]], "score": 1.0, "category": "shape"}]
+        for got in (_boxes(ClassicalBaseline().detect(grey_page)), _boxes(classical_shapes(as_gray(grey_page)))):
+            assert len(got) == len(want) and np.abs(edges(got) - edges(want)).max() <= 1, im["file_name"]
+    with pytest.raises(System1Error, match="expected numbers"):
+        as_gray(np.zeros((8, 8), np.complex64))

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from . import STYLES
+from .baseline import clean_page
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .grouping import ImageParse, parse_detections
@@ -66,7 +67,9 @@ def as_gray(image) -> np.ndarray:
     H x W x 1, 3 or 4 (BGR, alpha laid over white) of any integer, float or bool type: uint16 is
     shifted to 8 bits as OpenCV does, numbers whose maximum is at most 1 (floats, bools, 0/1
     integers) are taken as 0..1, others clipped to 0..255. PIL images are taken in their own
-    channel order (RGB). Anything else is a :class:`System1Error` naming it."""
+    channel order (RGB). Anything else is a :class:`System1Error` naming it. A lossy file (JPEG,
+    lossy WebP) or an off-white page has its page made pure white (:func:`baseline.clean_page`),
+    since ink is every pixel darker than 255; a clean page is left as it is."""
     if isinstance(image, (str, os.PathLike)):
         return _read_gray(os.fspath(image))
     if type(image).__module__.startswith("PIL."):
@@ -84,7 +87,17 @@ def _read_gray(path: str) -> np.ndarray:
         full = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if full is not None and full.ndim == 3 and full.shape[2] == 4:
             return _array_to_gray(full, f"image {path}")
-    return arr
+    return clean_page(arr, lossy=_is_lossy(path))
+
+
+def _is_lossy(path: str) -> bool:
+    """Whether a file is stored lossily (JPEG, lossy WebP), by its first bytes, not its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return head[:3] == b"\xff\xd8\xff" or (head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8 ")
 
 
 def _may_have_alpha(path: str) -> bool:
@@ -141,7 +154,7 @@ def _array_to_gray(arr: np.ndarray, what: str) -> np.ndarray:
         raise System1Error(f"{what} is empty (shape {arr.shape})")
     if arr.dtype == np.uint8:
         arr8 = arr
-    elif arr.dtype == bool or np.issubdtype(arr.dtype, np.number):
+    elif arr.dtype == bool or (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
         vals = arr.astype(np.float64)
         if not np.isfinite(vals).all():
             raise System1Error(f"{what} has NaN or infinite values")
@@ -153,12 +166,12 @@ def _array_to_gray(arr: np.ndarray, what: str) -> np.ndarray:
     else:
         raise System1Error(f"{what}: expected numbers, got an array of {arr.dtype}")
     if arr8.ndim == 2:
-        return arr8
+        return clean_page(arr8)
     gray = cv2.cvtColor(np.ascontiguousarray(arr8[..., :3]), cv2.COLOR_BGR2GRAY)
     if arr8.shape[2] == 4:          # alpha: ink over a white page
         alpha = arr8[..., 3].astype(np.float32) / 255.0
         gray = np.rint(gray * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    return gray
+    return clean_page(gray)
 
 
 def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
