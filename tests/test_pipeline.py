@@ -785,6 +785,19 @@ def test_validate_phase1_table_and_exit_status(fakes, tmp_path, capsys, real_set
     assert "missing" in out and "NOT MET" in out
     fakes["metrics"] = {"AP": 0.5, "AP50": 0.97}
     assert cli.validate_main(argv + ["--real-data", str(real_set), "--force-eval"]) == 1
+    capsys.readouterr()
+    # its --status compares with its own default, professional, not the pipeline's quick
+    assert cli.validate_main(["--status", "--workdir", str(wd)]) == 0
+    assert "(a run without these flags is a professional run" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    for more, says in (([], "compared with the default profile (professional)"),
+                       (["--epochs", "3"], "compared with: --profile professional")):
+        assert cli.validate_main(["--status", "--workdir", str(tmp_path / "empty"), *more]) == 0
+        assert says in capsys.readouterr().out
+    # a professional run on the CPU says it is a GPU job (and runs)
+    assert cli.validate_main(["--workdir", str(tmp_path / "pro"), "--dataset_size", "24", "--device", "cpu",
+                              "--real-data", "none", "--no-progress"]) == 1
+    assert "the professional profile is a GPU job" in capsys.readouterr().out
 
 
 def test_package_cli_run_status_reset(fakes, tmp_path, capsys):

@@ -133,18 +133,19 @@ def options_from_args(args, default_profile: str | None = None, log_name: str | 
                       overrides=overrides, log_name=log_name)
 
 
-def do_status(args) -> int:
+def do_status(args, default_profile: str | None = None) -> int:
     from .stages import resolve_real_data
     from .status import check_workdir, pipeline_status
 
+    default_profile = default_profile or profiles.DEFAULT_PROFILE
     explicit = bool(args.profile or _overrides(args) or args.real_data)
     settings = real = None
     if explicit:
-        settings = profiles.resolve_settings(args.profile or profiles.DEFAULT_PROFILE, _overrides(args))
+        settings = profiles.resolve_settings(args.profile or default_profile, _overrides(args))
         real = resolve_real_data(args.real_data)
     workdir = Path(args.workdir).expanduser()
     check_workdir(workdir)
-    lines, _ = pipeline_status(workdir, settings, real, explicit=explicit)
+    lines, _ = pipeline_status(workdir, settings, real, explicit=explicit, default_profile=default_profile)
     print("\n".join(lines))
     return 0
 
@@ -180,14 +181,14 @@ def _refuse_flags_beside(args, action: str, settings_too: bool) -> None:
                            + ("; reset first, then run with them" if settings_too else ""))
 
 
-def dispatch(args) -> int:
+def dispatch(args, default_profile: str | None = None) -> int:
     if args.status:
         _refuse_flags_beside(args, "--status", settings_too=False)
-        return do_status(args)
+        return do_status(args, default_profile)
     if args.reset:
         _refuse_flags_beside(args, "--reset", settings_too=True)
         return do_reset(args.workdir, args.reset)
-    do_run(args)
+    do_run(args, default_profile)
     return 0
 
 
@@ -244,7 +245,7 @@ def validate_main(argv=None) -> int:
                      "Exit status 0 only when every target is met.")
     args = p.parse_args(argv)
     if args.status or args.reset:
-        return run_guarded(dispatch, args)
+        return run_guarded(lambda a: dispatch(a, default_profile="professional"), args)
     return run_guarded(_validate, args)
 
 

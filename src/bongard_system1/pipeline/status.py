@@ -28,11 +28,13 @@ def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
 
 
 def pipeline_status(workdir, settings: dict | None = None, real_data: str | None = None,
-                    explicit: bool = False) -> tuple[list[str], bool]:
+                    explicit: bool = False, default_profile: str | None = None) -> tuple[list[str], bool]:
     """Lines describing each stage (✅/❌, timestamp, key facts, why it would run again) and whether
     every stage is up to date. Cheap checks only (sizes, times, counts; no hashing of big files).
 
-    With ``explicit`` False the stages are compared with the last run's own settings."""
+    With ``explicit`` False the stages are compared with the last run's own settings, or with
+    ``default_profile`` (the command's own default: quick, or professional for validate_phase1)."""
+    default_profile = default_profile or profiles.DEFAULT_PROFILE
     workdir = Path(workdir).resolve()
     mgr = CheckpointManager(workdir)
     lock = PipelineLock(workdir)
@@ -55,13 +57,13 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
                 flags += f" --real-data {real_data or 'none'}"
                 flags = flags.strip()
             lines.append(f"compared with the last run's settings: --profile {last['profile']}" + (f" {flags}" if flags else ""))
-            if last["profile"] != profiles.DEFAULT_PROFILE or flags:
-                lines.append(f"(a run without these flags is a {profiles.DEFAULT_PROFILE} run: give them again "
+            if last["profile"] != default_profile or flags:
+                lines.append(f"(a run without these flags is a {default_profile} run: give them again "
                              "to go on with this one)")
         else:
-            settings = profiles.resolve_settings(profiles.DEFAULT_PROFILE)
+            settings = profiles.resolve_settings(default_profile)
             lines.append(("" if lines[-1].startswith("   warning") else "no run recorded yet; ")
-                         + f"compared with the default profile ({profiles.DEFAULT_PROFILE})")
+                         + f"compared with the default profile ({default_profile})")
     else:
         lines.append(f"compared with: --profile {settings['profile']}")
     configs = {"data": profiles.data_config(settings), "training": profiles.train_config(settings)}
