@@ -118,7 +118,7 @@ def _real_like(tmp_path, n_images=2, **changes):
     ({"annotations": lambda anns: anns.clear()}, "no ground-truth boxes: nothing to score"),
     ({"images": lambda ims: ims.clear(), "annotations": lambda anns: anns.clear()}, "lists no images"),
     ({"categories": lambda cats: cats[0].update(name="dog")}, "none of its categories (dog) is shape, line or arc"),
-    ({"images": lambda ims: ims[0].update(id="i1")}, "image record 0 has no 'id'"),
+    ({"images": lambda ims: ims[0].update(id="i1")}, "image record 0 has an 'id' that is not an integer ('i1')"),
     ({"categories": lambda cats: cats.append({"id": 1, "name": "line"})}, "category id 1 appears twice"),
     ({"annotations": lambda anns: anns[0].update(iscrowd="yes")}, "annotation 0 has an 'iscrowd' that is not 0 or 1"),
 ])
@@ -128,6 +128,32 @@ def test_a_coco_file_missing_what_scoring_needs_is_one_line(tmp_path, capsys, ed
                                              "--out", tmp_path / "m.json"]))
     assert words in line
     assert not (tmp_path / "m.json").exists()
+
+
+def test_predict_takes_a_coco_file_of_images_only_and_evaluate_refuses_it(tmp_path, capsys):
+    coco = _real_like(tmp_path)
+    doc = json.loads(coco.read_text())
+    del doc["annotations"]                    # a test set's image info: images and categories, no boxes
+    coco.write_text(json.dumps(doc))
+    assert exit_code(["predict", "--model", "baseline", "--coco", coco, "--out", tmp_path / "p.json"]) == 0
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert {p["image_id"] for p in preds} == {1, 2} and {p["category_id"] for p in preds} == {1}
+    capsys.readouterr()
+    line = one_error_line(capsys, exit_code(["evaluate", "--model", "baseline", "--coco", coco, "--out", tmp_path / "m.json"]))
+    assert "no 'annotations' list" in line
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--coco", coco, "--out", tmp_path / "p.json",
+                                             "--parse-out", tmp_path / "p.json"]))
+    assert "--parse-out" in line and "is the --out file too" in line
+
+
+def test_flags_that_would_do_nothing_are_named(tmp_path, capsys):
+    coco = _real_like(tmp_path)
+    assert exit_code(["evaluate", "--model", "baseline", "--coco", coco, "--out", tmp_path / "m.json",
+                      "--views", "2", "--test-size", "480"]) == 0
+    assert "note: --test-size, --views do nothing with --model baseline" in capsys.readouterr().err
+    line = one_error_line(capsys, exit_code(["predict", "--model", "baseline", "--images", coco.parent / "images",
+                                             "--images-root", tmp_path, "--out", tmp_path / "p.json"]))
+    assert "--images-root goes with --coco" in line and not (tmp_path / "p.json").exists()
 
 
 def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp_path, capsys):
@@ -143,8 +169,6 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
     image = coco.parent / "images" / "0.png"
     png = image.read_bytes()
     for argv in (["predict", "--model", "baseline", "--images", image.parent, "--out", image],
-                 ["predict", "--model", "baseline", "--coco", coco, "--out", tmp_path / "p.json",
-                  "--parse-out", tmp_path / "p.json"],
                  ["preview", "--data", coco.parent, "--out", image],
                  # the COCO file's images, read from its folder when no --images-root is given
                  ["predict", "--model", "baseline", "--coco", coco, "--out", image],

@@ -313,6 +313,7 @@ def test_evaluate_and_predict_from_the_command_line(run, data, tmp_path):
     metrics = json.loads(m.read_text())
     assert metrics["split"] == "val" and metrics["num_images"] == 10
     assert set(metrics["per_category"]) == {"line", "arc"} and metrics["stroke_mode"] == "snap"
+    assert metrics["shape_mode"] == "hybrid"
     preds = tmp_path / "p.json"
     proc = run_cli("predict", "--model", out / "best.pt", "--coco", data / "shapes_coco.json", "--out", preds,
                    "--overlay-dir", tmp_path / "ov", "--score-threshold", "0.0")
@@ -384,6 +385,9 @@ def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images
         assert all(0 <= d.bbox[0] <= big.shape[1] and 0 <= d.bbox[1] <= big.shape[0] for d in big_dets)
     # four views of a non-square image: every fused box inside it
     tall = np.ascontiguousarray(wide.T)
+    for device in ("tpu", None, "cuda:x"):
+        with pytest.raises(System1Error, match="expected auto, cpu or cuda"):
+            System1.load(out, device=device)
     model = System1.load(out, shape_mode="model")
     for bad in (-1, 1.5, float("nan"), "0.5"):
         with pytest.raises(System1Error, match="score_threshold: expected a number in"):

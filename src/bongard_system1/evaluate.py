@@ -25,10 +25,11 @@ HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 # COCO files
 
 
-def load_coco(path) -> dict:
+def load_coco(path, annotations: bool = True) -> dict:
     """Read a COCO detection file; a missing file, bad JSON, a non-COCO layout or a record without
-    the fields scoring needs is a System1Error (:func:`data.coco.read_coco`)."""
-    return read_coco(path)
+    the fields scoring needs is a System1Error (:func:`data.coco.read_coco`). ``annotations`` False:
+    a file of image records only (for prediction) is taken too."""
+    return read_coco(path, annotations=annotations)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,6 +405,8 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
         metrics["test_size"] = det.test_size if len(sizes) == 1 else list(sizes)
     if getattr(det, "views", None):
         metrics["views"] = det.views
+    if getattr(det, "shape_mode", None):
+        metrics["shape_mode"] = det.shape_mode
     if getattr(det, "stroke_mode", None):
         metrics["stroke_mode"] = det.stroke_mode
     if hasattr(det, "stamp_vote"):
@@ -418,6 +421,8 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
 def cli_evaluate(args):
     import sys
     from .io_utils import check_not_an_input, check_output_file, coco_folder
+    from .predict import note_flags_the_baseline_ignores
+    note_flags_the_baseline_ignores(args)
     check_output_file(args.out)
     check_not_an_input(args.out, [args.coco, args.images_root or coco_folder(args.coco),
                                   None if args.model == "baseline" else args.model])

@@ -585,7 +585,7 @@ def _image_list(args):
     if args.coco:
         from .evaluate import load_coco
         from .data.coco import check_usable
-        coco = load_coco(args.coco)
+        coco = load_coco(args.coco, annotations=False)     # predicting needs images and categories only
         check_usable(coco, args.coco, need_boxes=False)
         root = args.images_root or coco_folder(args.coco)
         cats = {c["name"]: c["id"] for c in coco["categories"]}
@@ -618,16 +618,36 @@ def _check_overlays_miss_the_inputs(args, items, overlays):
                                f"input image; give a folder of their own")
 
 
+def note_flags_the_baseline_ignores(args) -> None:
+    """``--model baseline`` has no network: say which of the model's flags given do nothing."""
+    if args.model != "baseline":
+        return
+    given = [flag for flag, on in (("--test-size", args.test_size is not None), ("--views", args.views is not None),
+                                   ("--shape-mode", args.shape_mode != "hybrid"),
+                                   ("--stroke-mode", args.stroke_mode != "snap"), ("--fp32", args.fp32),
+                                   ("--no-stamp-vote", args.no_stamp_vote), ("--no-rescore", args.no_rescore),
+                                   ("--device", args.device != "auto")) if on]
+    if given:
+        print(f"note: {', '.join(given)} {'does' if len(given) == 1 else 'do'} nothing with --model baseline "
+              "(ink, dilation and components: no network)", file=sys.stderr)
+
+
 def cli_predict(args):
     from tqdm import tqdm
     from .io_utils import check_not_an_input, check_output_file, coco_folder, make_output_dir, write_json_atomic
+    if args.images is not None and args.images_root is not None:
+        raise System1Error("--images-root goes with --coco (the folder its file names are relative to); "
+                           "with --images, give the folder there")
+    note_flags_the_baseline_ignores(args)
     inputs = [args.coco, args.images, args.images_root or coco_folder(args.coco),
               None if args.model == "baseline" else args.model]
     check_output_file(args.out)
     check_not_an_input(args.out, inputs)
     if args.parse_out is not None:
         check_output_file(args.parse_out, "--parse-out")
-        check_not_an_input(args.parse_out, inputs + [args.out], "--parse-out")
+        check_not_an_input(args.parse_out, inputs, "--parse-out")
+        if Path(args.parse_out).resolve() == Path(args.out).resolve():
+            raise System1Error(f"--parse-out {args.parse_out} is the --out file too; give each its own file")
     if args.overlay_dir is not None:
         make_output_dir(args.overlay_dir, "--overlay-dir")
     items, cats = _image_list(args)             # the images, every one read once, before the model loads

@@ -85,10 +85,14 @@ TRAIN_DEFAULTS = {"early_scale": 1.0}     # a value result_dict leaves out, for 
 
 
 def resolve_device(device="auto"):
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda`` (or ``cuda:N``) -> the device to use."""
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
+                                           (device.startswith("cuda:") and device[5:].isdigit())):
+        raise System1Error(f"device {device!r}: expected auto, cpu or cuda")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise System1Error("--device cuda asked for, but no CUDA device is available")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise System1Error(f"--device {device} asked for, but no CUDA device is available")
     return device
 
 

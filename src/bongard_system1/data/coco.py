@@ -17,9 +17,11 @@ from pathlib import Path
 from ..errors import System1Error
 
 
-def read_coco(path, sized: bool = False) -> dict:
+def read_coco(path, sized: bool = False, annotations: bool = True) -> dict:
     """The COCO dict in ``path``, checked as the module docstring says; ``sized``: every image
-    record must also give its ``width`` and ``height`` (a dataset's files, for training)."""
+    record must also give its ``width`` and ``height`` (a dataset's files, for training);
+    ``annotations`` False: a file without an ``annotations`` list (image info only, as a test set's)
+    is taken, with none."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -36,6 +38,8 @@ def read_coco(path, sized: bool = False) -> dict:
         raise System1Error(f"cannot read COCO file {path}: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise System1Error(f"not a COCO file (top level is not an object): {path}")
+    if not annotations and "annotations" not in data:
+        data["annotations"] = []
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
     if missing:
         raise System1Error(f"not a COCO file (no {', '.join(repr(k) for k in missing)} list): {path}")
@@ -53,8 +57,10 @@ def coco_problem(data: dict, sized: bool = False) -> str | None:
     """The first thing wrong with a COCO dict's records, in words, or None."""
     image_ids = set()
     for i, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or not _is_int(im.get("id")):
+        if not isinstance(im, dict) or "id" not in im:
             return f"image record {i} has no 'id'"
+        if not _is_int(im["id"]):
+            return f"image record {i} has an 'id' that is not an integer ({im['id']!r})"
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             return f"image {im['id']!r} has no 'file_name'"
         if im["id"] in image_ids:
