@@ -12,7 +12,6 @@ rescored: the rescorer reads snapped ones), and real strokes also from the first
 ``--views 1`` gives; the rescorer, trained on four views, is left out there), side by side.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -21,6 +20,8 @@ import time
 import cv2
 import torch
 
+from _common import REAL_DEFAULT, check_out, existing, parser, real_folder, run, write_out
+from bongard_system1.argtypes import non_empty_path, positive_float, test_size_px
 from bongard_system1.baseline import ClassicalBaseline, unseparated_shapes
 from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
 from bongard_system1.model import ModelConfig, build_model
@@ -188,13 +189,15 @@ def inference_ms(backbone, image_size, repeats=10):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True, help="training run folder or best.pt")
-    ap.add_argument("--data", required=True, help="the synthetic dataset the model was trained on (val split)")
-    ap.add_argument("--real", default=os.path.join(HERE, "..", "..", "shared", "real-bongard-logo"))
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--wall-minutes", type=float, default=None, help="pipeline wall time to report")
-    ap.add_argument("--test-size", type=int, default=None,
+    ap = parser(__doc__)
+    ap.add_argument("--run", required=True, type=non_empty_path, help="training run folder or best.pt")
+    ap.add_argument("--data", required=True, type=non_empty_path,
+                    help="the synthetic dataset the model was trained on (val split)")
+    ap.add_argument("--real", default=REAL_DEFAULT, type=non_empty_path,
+                    help="the real set's folder (or one of its COCO files)")
+    ap.add_argument("--out", default=None, type=non_empty_path, help="write every figure as JSON here")
+    ap.add_argument("--wall-minutes", type=positive_float, default=None, help="pipeline wall time to report")
+    ap.add_argument("--test-size", type=test_size_px, default=None,
                     help="inference size (default: the model's, 1.15x its training size)")
     ap.add_argument("--views", type=int, default=None, choices=range(1, MAX_VIEWS + 1),
                     help="test-time views (default: the package's, see bongard_system1.views)")
@@ -202,6 +205,9 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="where the model runs (the CPU inference timings are taken only with cpu)")
     a = ap.parse_args()
+    check_out(a.out)
+    existing(a.data, "--data")
+    a.real = real_folder(a.real)
     torch.set_num_threads(os.cpu_count() or 1)
     system = System1.load(a.run, device=a.device, shape_mode="model", stroke_mode="snap", test_size=a.test_size,
                           views=a.views, amp=not a.fp32)
@@ -265,12 +271,9 @@ def main():
     print("CPU inference ms per 512 px image (network, one view, fp32 / bf16 autocast):", res["cpu_inference_ms_512px"])
     print(f"ms per real image, {system.views} view(s), {res['precision']}, network + fusion + vote + stroke snap + rescorer:",
           res["real_ms_per_image"])
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(res, f, indent=1)
+    write_out(a.out, res)
     return 0 if all(r["met"] for r in rows) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -1,7 +1,7 @@
 """Renderer fidelity: re-render every shape (and stroke) of a real Bongard-LOGO COCO file from its
 action program and placement, and compare boxes with the real ones.
 
-    python benchmarks/fidelity.py [--real ../shared/real-bongard-logo/shapes_coco.json]
+    python benchmarks/fidelity.py [--real ../shared/real-bongard-logo] [--out FILE.json]
 
 Goal: median shape-box IoU >= 0.95 and 10th percentile >= 0.85. Also reported: the ink of each stroke
 style relative to plain lines, ours over real, at 416 and 512 px (1.0 = same; goal: 0.8-1.25), and, with
@@ -9,24 +9,22 @@ no goal, the holes inside stamps in 100 re-rendered real images at 512 px, ours 
 README: a renderer that matched them made the detector worse).
 """
 
-import argparse
 import json
 import os
-import sys
 
+from _common import REAL_DEFAULT, check_out, parser, real_folder, run, write_out
+from bongard_system1.argtypes import non_empty_path
 from bongard_system1.logo.fidelity import fidelity_report, ink_report, stamp_hole_report
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = os.path.join(HERE, "..", "..", "shared", "real-bongard-logo", "shapes_coco.json")
 
 
 def main():
-    ap = argparse.ArgumentParser(description="renderer fidelity against real boxes")
-    ap.add_argument("--real", default=DEFAULT)
+    ap = parser(__doc__)
+    ap.add_argument("--real", default=REAL_DEFAULT, type=non_empty_path,
+                    help="the real set's folder (or its shapes_coco.json): action programs and boxes")
+    ap.add_argument("--out", default=None, type=non_empty_path, help="write every figure as JSON here")
     a = ap.parse_args()
-    if not os.path.exists(a.real):
-        print(f"error: real set not found: {a.real}", file=sys.stderr)
-        return 2
+    check_out(a.out)
+    a.real = os.path.join(real_folder(a.real, needs=("shapes_coco.json",)), "shapes_coco.json")
     rep = fidelity_report(a.real)
     rep["ink"] = [ink_report(a.real, size) for size in (416, 512)]
     rep["stamp_holes"] = stamp_hole_report(a.real, max_images=100)
@@ -42,8 +40,10 @@ def main():
     holes = rep["stamp_holes"]
     print(f"holes inside stamps in {holes['images']} re-rendered real images: ours {holes['ours']}, real {holes['real']}"
           f" (ratio {holes['ratio']:.3f}; no goal)")
+    rep["goal_met"] = ok
+    write_out(a.out, rep)
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

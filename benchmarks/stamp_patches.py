@@ -5,7 +5,7 @@ drawn with ring stamps (what the vote uses) and once with band stamps (the detec
 by side.
 
     python benchmarks/stamp_patches.py [--real ../shared/real-bongard-logo] [--num-images 3000] [--epochs 3]
-                                       [--width 16]
+                                       [--width 16] [--out FILE.json]
 
 Real patches come from every hole (``logo.fidelity.stamp_hole_centres``) that lies in the boxes of
 stamped strokes of one style only, labelled with that style, or in boxes of plain strokes only
@@ -14,21 +14,22 @@ scored. Goal: accuracy on real stamp patches >= 0.95 with ring stamps. About 5.5
 (324 s on an AVX2-only AMD EPYC, 2026-12-01).
 """
 
-import argparse
 import json
 import os
-import sys
 import time
 
 import cv2
 import numpy as np
 import torch
 
+from _common import REAL_DEFAULT, check_out, parser, real_folder, run, write_out
+from bongard_system1.argtypes import int_in, non_empty_path, positive_int, seed_int
 from bongard_system1.logo.fidelity import STAMPED
+from bongard_system1.settings import MIN_STAMP_IMAGES
 from bongard_system1.stamps import CLASSES, WIDTH, labelled_patches, predict_proba, train_stamp_classifier
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT = os.path.join(HERE, "..", "..", "shared", "real-bongard-logo")
+stamp_image_count = int_in(MIN_STAMP_IMAGES, 1_000_000,
+                           f"an image count from {MIN_STAMP_IMAGES} (fewer lack patches of some style) to 1000000")
 
 
 def real_patches(root):
@@ -49,16 +50,17 @@ def real_patches(root):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", default=DEFAULT, help="real set folder (strokes_coco.json and images/)")
-    ap.add_argument("--num-images", type=int, default=3000)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--width", type=int, default=WIDTH, help="the classifier's width (channels of its first layers)")
+    ap = parser(__doc__)
+    ap.add_argument("--real", default=REAL_DEFAULT, type=non_empty_path,
+                    help="real set folder (strokes_coco.json and images/)")
+    ap.add_argument("--num-images", type=stamp_image_count, default=3000)
+    ap.add_argument("--epochs", type=positive_int, default=3)
+    ap.add_argument("--seed", type=seed_int, default=0)
+    ap.add_argument("--width", type=positive_int, default=WIDTH, help="the classifier's width (channels of its first layers)")
+    ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
-    if not os.path.exists(os.path.join(a.real, "strokes_coco.json")):
-        print(f"error: real set not found: {a.real}", file=sys.stderr)
-        return 2
+    check_out(a.out)
+    a.real = real_folder(a.real, needs=("strokes_coco.json",))
     t0 = time.time()
     x_re, y_re = real_patches(a.real)
     print(f"real patches: {len(x_re)} ({', '.join(f'{s} {int((y_re == i).sum())}' for i, s in enumerate(CLASSES))})",
@@ -81,8 +83,10 @@ def main():
     ok = results["ring"] >= 0.95
     print(f"stamp patch accuracy on real patches: ring {results['ring']:.3f} (goal 0.95) -> "
           f"{'met' if ok else 'NOT met'}; band {results['band']:.3f} ({time.time() - t0:.0f} s)")
+    write_out(a.out, {"real_stamp_patch_accuracy": results, "goal": 0.95, "goal_met": ok,
+                      "num_images": a.num_images, "epochs": a.epochs, "seed": a.seed, "width": a.width})
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

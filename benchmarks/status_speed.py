@@ -9,8 +9,6 @@ so the start-up of Python itself is measured side by side; the goal is ``--statu
 second. It also says whether any of them imported torch (``python -X importtime``).
 """
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -18,17 +16,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import check_out, existing, parser, run, write_out
+from bongard_system1.argtypes import int_in, non_empty_path
+from bongard_system1.errors import System1Error
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / "train_system1_checkpointed.py")
 HEAVY = {"torch", "torchvision", "cv2", "matplotlib"}
 
 
-def timed(argv):
+def timed(argv, timeout=120):
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
-        sys.exit(f"error: {' '.join(argv)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise System1Error(f"{' '.join(argv)} failed: {last}")
     return seconds
 
 
@@ -59,17 +62,21 @@ def measure(workdir, repeats):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default=None, help="a work directory with a finished run (default: make a smoke one)")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap = parser(__doc__)
+    ap.add_argument("--workdir", default=None, type=non_empty_path,
+                    help="a work directory with a finished run (default: make a smoke one)")
+    ap.add_argument("--repeats", type=int_in(1, 1000), default=10, help="runs of each command, interleaved")
+    ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
+    check_out(a.out)
+    if a.workdir is not None:
+        existing(a.workdir, "--workdir")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(a.workdir) if a.workdir else Path(tmp) / "wd"
         if a.workdir is None:
             print("making a smoke run to time --status on ...", file=sys.stderr)
-            subprocess.run([sys.executable, SCRIPT, "--profile", "smoke", "--workdir", str(workdir), "--no-progress",
-                            "--real-data", "none"], cwd=REPO, check=True, capture_output=True)
+            timed([SCRIPT, "--profile", "smoke", "--workdir", str(workdir), "--no-progress", "--real-data", "none"],
+                  timeout=900)
         rows = measure(workdir, a.repeats)
     for r in rows:
         heavy = ", ".join(r["heavy_imports"]) or "none"
@@ -78,11 +85,9 @@ def main():
     status = next(r for r in rows if r["command"] == "--status")
     ok = status["median_s"] < 1.0 and not any(r["heavy_imports"] for r in rows)
     print(f"goal (--status under a second, no torch imported): {'met' if ok else 'NOT met'}")
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"rows": rows, "goal_met": ok}, indent=2) + "\n")
+    write_out(a.out, {"rows": rows, "goal_met": ok})
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

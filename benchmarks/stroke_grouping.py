@@ -11,21 +11,19 @@ cross (no ink component boxes a shape on its own), where the rule has to do more
 Measures only; there is no goal.
 """
 
-import argparse
-import json
 import os
-import sys
 import time
 
 import numpy as np
 
+from _common import REAL_DEFAULT, check_out, existing, parser, real_folder, run, write_out
 from bongard_system1 import grouping
+from bongard_system1.argtypes import non_empty_path
 from bongard_system1.baseline import unseparated_shapes
 from bongard_system1.boxes import pairwise_iou_xywh
 from bongard_system1.evaluate import coco_subset, load_coco, val_split
 from bongard_system1.predict import as_gray
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -41,7 +39,7 @@ def load_sets(real, data):
     """{name: (shapes COCO, strokes COCO, images root)}: the real set, and a dataset's val split, whole
     and where shapes touch."""
     sets = {}
-    if real and os.path.isdir(real):
+    if real:
         sets["real"] = (load_coco(os.path.join(real, "shapes_coco.json")),
                         load_coco(os.path.join(real, "strokes_coco.json")), real)
     if data:
@@ -109,16 +107,25 @@ def show(title, table):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", default=os.path.join(HERE, "..", "..", "shared", "real-bongard-logo"))
-    ap.add_argument("--data", default=None, help="a synthetic dataset folder (its val split is scored)")
-    ap.add_argument("--run", default=None, help="a training run folder or .pt: score whole parses too")
+    ap = parser(__doc__)
+    ap.add_argument("--real", default=REAL_DEFAULT, type=non_empty_path,
+                    help="the real set's folder (or one of its COCO files); 'none' to leave it out")
+    ap.add_argument("--data", default=None, type=non_empty_path, help="a synthetic dataset folder (its val split is scored)")
+    ap.add_argument("--run", default=None, type=non_empty_path, help="a training run folder or .pt: score whole parses too")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--out", default=None, help="write every figure as JSON")
+    ap.add_argument("--out", default=None, type=non_empty_path, help="write every figure as JSON")
     args = ap.parse_args()
-    sets = load_sets(args.real, args.data)
-    if not sets:
-        sys.exit(f"error: no real set at {args.real} and no --data given")
+    check_out(args.out)
+    if args.real == "none" and args.data is None:
+        ap.error("--real none leaves nothing to score without --data")
+    if args.data is not None:
+        existing(args.data, "--data")
+    real = None if args.real == "none" else real_folder(args.real)
+    system = None
+    if args.run:                    # the model loads before minutes of grouping
+        from bongard_system1.predict import System1
+        system = System1.load(args.run, device=args.device)
+    sets = load_sets(real, args.data)
     report = {"sets": {n: {"images": len(s[0]["images"]), "shapes": len(s[0]["annotations"]),
                            "strokes": len(s[1]["annotations"])} for n, s in sets.items()}}
     t = time.perf_counter()
@@ -126,18 +133,15 @@ def main():
     print(f"the rule on ground-truth boxes: {time.perf_counter() - t:.1f} s")
     show("Ground-truth shapes and strokes, grouped by each rule (assigned_right: strokes put in their own shape)",
          report["rule_alone"])
-    if args.run:
-        from bongard_system1.predict import System1
-        system = System1.load(args.run, device=args.device)
+    if system is not None:
         report["model"] = {"run": args.run, "precision": system.precision}
         report["whole_parses"] = whole_parses(system, sets)
         show(f"System1.parse with {args.run} ({system.precision}), at each minimum score", report["whole_parses"])
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+        write_out(args.out, report)
         print(f"\nwrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,12 +12,14 @@ clipping, AdamW), after ``--warmup`` untimed steps.
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
 
+from _common import check_out, existing, parser, run, write_out
+from bongard_system1.argtypes import image_px, non_empty_path, non_negative_int, positive_int
 from bongard_system1.data.dataset import DetectionDataset, collate
+from bongard_system1.errors import System1Error
 from bongard_system1.model import ModelConfig, build_model
 from bongard_system1.train import amp_settings, resolve_device, train_step
 
@@ -28,6 +30,8 @@ def measure(data, backbone, size, batch, steps, warmup, dev, workers, amp=True):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp_dtype, scaler = amp_settings(dev, amp)
     ds = DetectionDataset(data, size, "all", split="train", augment=True)
+    if len(ds) < batch:
+        raise System1Error(f"--data {data} holds {len(ds)} training images: fewer than a batch of {batch}")
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate,
                                          num_workers=workers, pin_memory=dev == "cuda",
                                          persistent_workers=workers > 0)
@@ -55,16 +59,36 @@ def measure(data, backbone, size, batch, steps, warmup, dev, workers, amp=True):
     return row
 
 
+def config_list(text):
+    """``backbone:size:batch[:fp32]``, comma-separated -> [(backbone, size, batch, amp), ...]."""
+    out = []
+    for spec in text.split(","):
+        parts = spec.strip().split(":")
+        if len(parts) not in (3, 4) or parts[0] not in ("resnet18", "resnet50") or parts[3:] not in ([], ["fp32"]):
+            raise argparse.ArgumentTypeError(f"expected backbone:size:batch[:fp32] with backbone resnet18 or "
+                                             f"resnet50, got {spec!r}")
+        try:
+            size, batch = image_px(parts[1]), positive_int(parts[2])
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{spec!r}: {exc}") from None
+        out.append((parts[0], size, batch, parts[3:] != ["fp32"]))
+    return out
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="a dataset folder written by system1 generate")
-    ap.add_argument("--configs", default="resnet18:320:8,resnet18:416:8,resnet50:416:8")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap = parser(__doc__)
+    ap.add_argument("--data", required=True, type=non_empty_path, help="a dataset folder written by system1 generate")
+    ap.add_argument("--configs", type=config_list, default="resnet18:320:8,resnet18:416:8,resnet50:416:8",
+                    help="backbone:image_size:batch_size[:fp32], comma-separated")
+    ap.add_argument("--steps", type=positive_int, default=20, help="timed steps per config")
+    ap.add_argument("--warmup", type=non_negative_int, default=5, help="untimed steps first")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--workers", type=int, default=None, help="loader workers (default: 0 on CPU, 8 on CUDA)")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--workers", type=non_negative_int, default=None,
+                    help="loader workers (default: 0 on CPU, 8 on CUDA)")
+    ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
+    check_out(a.out)
+    existing(a.data, "--data")
     dev = resolve_device(a.device)
     workers = a.workers if a.workers is not None else (0 if dev == "cpu" else min(8, os.cpu_count() or 1))
     if dev == "cpu":
@@ -72,20 +96,15 @@ def main():
     else:
         torch.backends.cudnn.benchmark = True
     rows = []
-    for spec in a.configs.split(","):
-        backbone, size, batch, *rest = spec.split(":")
-        row = measure(a.data, backbone, int(size), int(batch), a.steps, a.warmup, dev, workers,
-                      amp=rest != ["fp32"])
+    for backbone, size, batch, amp in a.configs:
+        row = measure(a.data, backbone, size, batch, a.steps, a.warmup, dev, workers, amp=amp)
         print(json.dumps(row), flush=True)
         rows.append(row)
     info = {"device_name": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
             "torch": torch.__version__, "cpu_count": os.cpu_count(), "loader_workers": workers, "results": rows}
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(info, f, indent=1)
+    write_out(a.out, info)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -278,3 +278,27 @@ def test_a_missing_or_corrupt_image_is_found_before_any_prediction(tmp_path, cap
     argv[2] = tmp_path / "no_model.pt"              # the images are checked before a model is even looked for
     line = one_error_line(capsys, exit_code(argv))
     assert "1.png is missing or unreadable" in line, line
+
+
+@pytest.mark.parametrize("script, argv, says", [
+    ("detector_goals.py", ["--run", "r", "--data", "{tmp}/none"], "--data {tmp}/none: no such folder"),
+    ("detector_goals.py", ["--run", "r", "--data", "{tmp}", "--out", "{tmp}"], "--out {tmp} is a folder"),
+    ("fidelity.py", ["--real", "{tmp}"], "shapes_coco.json not found there"),
+    ("generator_speed.py", ["--workers", "0"], "--workers: expected a positive integer, got 0"),
+    ("train_speed.py", ["--data", "{tmp}", "--configs", "resnet99:416:8"], "expected backbone:size:batch[:fp32]"),
+    ("stamp_patches.py", ["--num-images", "10"], "expected an image count from 50"),
+    ("status_speed.py", ["--repeats", "0"], "expected an integer from 1 to 1000, got 0"),
+    ("stroke_grouping.py", ["--real", "none"], "leaves nothing to score without --data"),
+    ("stroke_grouping.py", ["--real", "{tmp}/typo"], "--real {tmp}/typo: no such folder or file"),
+])
+def test_benchmark_scripts_give_one_error_line_before_any_work(tmp_path, script, argv, says):
+    import subprocess
+    import sys
+    from .conftest import REPO
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and not proc.stdout, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says.format(tmp=tmp_path) in lines[0], lines
+    assert [p.name for p in tmp_path.iterdir()] == []           # nothing written

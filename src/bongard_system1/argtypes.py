@@ -31,6 +31,11 @@ def _number(kind, test, expected):
     return parse
 
 
+def int_in(lo: int, hi: int, expected: str | None = None):
+    """An argparse type: an integer from ``lo`` to ``hi``."""
+    return _number(int, lambda v: lo <= v <= hi, expected or f"an integer from {lo} to {hi}")
+
+
 positive_int = _number(int, lambda v: v > 0, "a positive integer")
 non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 positive_float = _number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
