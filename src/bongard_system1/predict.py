@@ -148,7 +148,7 @@ def _array_to_gray(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise System1Error(f"{what}: expected H x W (gray) or H x W x 3 or 4 (colour, channels last), "
+        raise System1Error(f"{what}: expected H x W (gray) or H x W x 1, 3 or 4 (channels last), "
                            f"got an array of shape {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise System1Error(f"{what} is empty (shape {arr.shape})")

@@ -729,7 +729,8 @@ def cli_train(args):
     res = train_detector(args.data, args.out, backbone=args.backbone, categories=args.categories,
                          epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                          device=args.device, workers=args.workers, seed=args.seed, lr=args.lr,
-                         time_budget=args.time_budget, restart=args.restart, progress=not args.no_progress,
+                         time_budget=args.time_budget, restart=args.restart,
+                         progress=not args.no_progress and sys.stderr.isatty(),
                          stamp_images=args.stamp_images, early_scale=args.early_scale,
                          rescore_images=args.rescore_images)
     vm = res["val_metrics"]

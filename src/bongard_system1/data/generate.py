@@ -431,5 +431,6 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
 
 def cli_generate(args):
     generate_dataset(args.out, args.num_images, args.image_size, seed=args.seed, workers=args.workers,
-                     val_fraction=args.val_fraction, max_shapes=args.max_shapes, progress=not args.no_progress)
+                     val_fraction=args.val_fraction, max_shapes=args.max_shapes,
+                     progress=not args.no_progress and sys.stderr.isatty())
     return 0

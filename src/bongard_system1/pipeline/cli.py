@@ -10,6 +10,7 @@ and exit with status 2; argparse errors are one line with status 2 as well.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..argtypes import OneLineParser
@@ -129,7 +130,7 @@ def options_from_args(args, default_profile: str | None = None, log_name: str | 
     settings = profiles.resolve_settings(profile, overrides)
     return RunOptions(workdir=Path(args.workdir).expanduser(), settings=settings,
                       real_data=resolve_real_data(args.real_data), force_from=_force_from(args),
-                      checkpoint=not args.no_checkpoint, progress=not args.no_progress,
+                      checkpoint=not args.no_checkpoint, progress=not args.no_progress and sys.stderr.isatty(),
                       overrides=overrides, log_name=log_name)
 
 
