@@ -205,9 +205,9 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="where the model runs (the CPU inference timings are taken only with cpu)")
     a = ap.parse_args()
-    check_out(a.out)
     existing(a.data, "--data")
     a.real = real_folder(a.real)
+    check_out(a.out, [a.run, a.data, a.real])
     torch.set_num_threads(os.cpu_count() or 1)
     system = System1.load(a.run, device=a.device, shape_mode="model", stroke_mode="snap", test_size=a.test_size,
                           views=a.views, amp=not a.fp32)

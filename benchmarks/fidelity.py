@@ -20,11 +20,12 @@ from bongard_system1.logo.fidelity import fidelity_report, ink_report, stamp_hol
 def main():
     ap = parser(__doc__)
     ap.add_argument("--real", default=REAL_DEFAULT, type=non_empty_path,
-                    help="the real set's folder (or its shapes_coco.json): action programs and boxes")
+                    help="the real set's folder, or a shapes COCO file with action programs (any name)")
     ap.add_argument("--out", default=None, type=non_empty_path, help="write every figure as JSON here")
     a = ap.parse_args()
-    check_out(a.out)
-    a.real = os.path.join(real_folder(a.real, needs=("shapes_coco.json",)), "shapes_coco.json")
+    if not os.path.isfile(a.real):
+        a.real = os.path.join(real_folder(a.real, needs=("shapes_coco.json",)), "shapes_coco.json")
+    check_out(a.out, [a.real, os.path.dirname(os.path.abspath(a.real))])
     rep = fidelity_report(a.real)
     rep["ink"] = [ink_report(a.real, size) for size in (416, 512)]
     rep["stamp_holes"] = stamp_hole_report(a.real, max_images=100)

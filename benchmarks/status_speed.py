@@ -27,7 +27,10 @@ HEAVY = {"torch", "torchvision", "cv2", "matplotlib"}
 
 def timed(argv, timeout=120):
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise System1Error(f"{' '.join(argv)} did not finish in {timeout} s") from None
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
@@ -68,9 +71,9 @@ def main():
     ap.add_argument("--repeats", type=int_in(1, 1000), default=10, help="runs of each command, interleaved")
     ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
-    check_out(a.out)
     if a.workdir is not None:
         existing(a.workdir, "--workdir")
+    check_out(a.out, [a.workdir])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(a.workdir) if a.workdir else Path(tmp) / "wd"
         if a.workdir is None:

@@ -12,13 +12,15 @@ Measures only; there is no goal.
 """
 
 import os
+import sys
 import time
 
 import numpy as np
 
-from _common import REAL_DEFAULT, check_out, existing, parser, real_folder, run, write_out
+from _common import REAL_DEFAULT, REAL_NAMES, check_out, existing, is_none, parser, real_folder, run, write_out
 from bongard_system1 import grouping
 from bongard_system1.argtypes import non_empty_path
+from bongard_system1.errors import System1Error
 from bongard_system1.baseline import unseparated_shapes
 from bongard_system1.boxes import pairwise_iou_xywh
 from bongard_system1.evaluate import coco_subset, load_coco, val_split
@@ -108,19 +110,31 @@ def show(title, table):
 
 def main():
     ap = parser(__doc__)
-    ap.add_argument("--real", default=REAL_DEFAULT, type=non_empty_path,
-                    help="the real set's folder (or one of its COCO files); 'none' to leave it out")
+    ap.add_argument("--real", default=None, type=non_empty_path,
+                    help="the real set's folder (or one of its COCO files); 'none' to leave it out "
+                         "(default: ../shared/real-bongard-logo beside the repository, when it is there)")
     ap.add_argument("--data", default=None, type=non_empty_path, help="a synthetic dataset folder (its val split is scored)")
     ap.add_argument("--run", default=None, type=non_empty_path, help="a training run folder or .pt: score whole parses too")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default=None, type=non_empty_path, help="write every figure as JSON")
     args = ap.parse_args()
-    check_out(args.out)
-    if args.real == "none" and args.data is None:
-        ap.error("--real none leaves nothing to score without --data")
     if args.data is not None:
         existing(args.data, "--data")
-    real = None if args.real == "none" else real_folder(args.real)
+    if args.real is None:           # the default set, where it is; else only --data (said so)
+        there = all(os.path.isfile(os.path.join(REAL_DEFAULT, n)) for n in REAL_NAMES)
+        real = real_folder(REAL_DEFAULT) if there else None
+        if real is None and args.data is None:
+            raise System1Error(f"no real set at {os.path.normpath(REAL_DEFAULT)} and no --data: give --real DIR "
+                               "or --data DATASET")
+        if real is None:
+            print(f"note: no real set at {os.path.normpath(REAL_DEFAULT)}: scoring --data only", file=sys.stderr)
+    elif is_none(args.real):
+        if args.data is None:
+            ap.error("--real none leaves nothing to score without --data")
+        real = None
+    else:
+        real = real_folder(args.real)
+    check_out(args.out, [args.data, args.run, real])
     system = None
     if args.run:                    # the model loads before minutes of grouping
         from bongard_system1.predict import System1

@@ -30,8 +30,6 @@ def measure(data, backbone, size, batch, steps, warmup, dev, workers, amp=True):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp_dtype, scaler = amp_settings(dev, amp)
     ds = DetectionDataset(data, size, "all", split="train", augment=True)
-    if len(ds) < batch:
-        raise System1Error(f"--data {data} holds {len(ds)} training images: fewer than a batch of {batch}")
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate,
                                          num_workers=workers, pin_memory=dev == "cuda",
                                          persistent_workers=workers > 0)
@@ -87,8 +85,13 @@ def main():
                     help="loader workers (default: 0 on CPU, 8 on CUDA)")
     ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
-    check_out(a.out)
     existing(a.data, "--data")
+    check_out(a.out, [a.data])
+    n_train = len(DetectionDataset(a.data, 64, "all", split="train", augment=False))
+    too_big = [f"{b}:{s}:{n}" for b, s, n, _ in a.configs if n > n_train]
+    if too_big:                     # every config checked before the first one runs for minutes
+        raise System1Error(f"--data {a.data} holds {n_train} training images: fewer than a batch of "
+                           f"{', '.join(too_big)}")
     dev = resolve_device(a.device)
     workers = a.workers if a.workers is not None else (0 if dev == "cpu" else min(8, os.cpu_count() or 1))
     if dev == "cpu":

@@ -129,3 +129,25 @@ def test_a_jpeg_or_an_off_white_page_gives_the_boxes_of_the_clean_image(real_dir
             assert len(got) == len(want) and np.abs(edges(got) - edges(want)).max() <= 1, im["file_name"]
     with pytest.raises(System1Error, match="expected numbers"):
         as_gray(np.zeros((8, 8), np.complex64))
+
+
+def test_the_page_is_whitened_for_lossy_files_however_they_come_and_never_where_ink_is_most(real_dir, tmp_path):
+    from PIL import Image
+    from bongard_system1.predict import _is_lossy, as_gray
+    clean = cv2.imread(str(real_dir / json.loads((real_dir / "shapes_coco.json").read_text())["images"][0]["file_name"]),
+                       cv2.IMREAD_GRAYSCALE)
+    jpeg = tmp_path / "a.jpg"
+    cv2.imwrite(str(jpeg), clean, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert np.array_equal(as_gray(Image.open(jpeg)), as_gray(jpeg))      # a PIL image of a JPEG, as its file
+    bgra = cv2.cvtColor(clean, cv2.COLOR_GRAY2BGRA)
+    bgra[:4, :4, 3] = 0                                                 # an alpha channel: WebP's extended layout
+    for name, params, lossy in (("lossy.webp", [cv2.IMWRITE_WEBP_QUALITY, 75], True),
+                                ("lossless.webp", [cv2.IMWRITE_WEBP_QUALITY, 101], False), ("a.png", [], False)):
+        path = tmp_path / name
+        cv2.imwrite(str(path), bgra, params)
+        assert _is_lossy(str(path)) == lossy, name
+        got, want = _boxes(classical_shapes(as_gray(path))), _boxes(classical_shapes(clean))
+        assert len(got) == len(want) and np.abs(np.subtract(got, want)).max() <= 2, name
+    # no page to tell: a tiny image, or one mostly of grey ink, is left as it is
+    for image in (np.full((1, 1), 128, np.uint8), np.full((3, 3), 100, np.uint8), np.full((64, 64), 150, np.uint8)):
+        assert np.array_equal(as_gray(image), image)

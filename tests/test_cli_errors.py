@@ -302,3 +302,21 @@ def test_benchmark_scripts_give_one_error_line_before_any_work(tmp_path, script,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says.format(tmp=tmp_path) in lines[0], lines
     assert [p.name for p in tmp_path.iterdir()] == []           # nothing written
+
+
+def test_benchmarks_refuse_an_out_over_their_input_and_a_batch_larger_than_the_data(tmp_path):
+    import subprocess
+    import sys
+    from bongard_system1.data.generate import generate_dataset
+    from .conftest import REPO
+    generate_dataset(tmp_path / "ds", 4, 32, seed=0, workers=1, progress=False, quiet=True)
+    coco = (tmp_path / "ds" / "shapes_coco.json").read_bytes()
+    for script, argv, says in (
+            ("stroke_grouping.py", ["--real", "none", "--data", "ds", "--out", "ds/shapes_coco.json"], "would overwrite an input"),
+            ("train_speed.py", ["--data", "ds", "--configs", "resnet18:64:2,resnet18:64:8"],
+             "holds 4 training images: fewer than a batch of resnet18:64:8")):
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *argv], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], lines
+    assert (tmp_path / "ds" / "shapes_coco.json").read_bytes() == coco

@@ -794,10 +794,18 @@ def test_validate_phase1_table_and_exit_status(fakes, tmp_path, capsys, real_set
                        (["--epochs", "3"], "compared with: --profile professional")):
         assert cli.validate_main(["--status", "--workdir", str(tmp_path / "empty"), *more]) == 0
         assert says in capsys.readouterr().out
-    # a professional run on the CPU says it is a GPU job (and runs)
-    assert cli.validate_main(["--workdir", str(tmp_path / "pro"), "--dataset_size", "24", "--device", "cpu",
-                              "--real-data", "none", "--no-progress"]) == 1
-    assert "the professional profile is a GPU job" in capsys.readouterr().out
+    # a professional run that trains on the CPU says it is meant for a GPU, with its own figures (and runs);
+    # not when a time budget caps it, nor when training is up to date
+    pro = ["--workdir", str(tmp_path / "pro"), "--dataset_size", "24", "--device", "cpu", "--real-data", "none",
+           "--no-progress"]
+    assert cli.validate_main(pro) == 1
+    assert ("the professional profile is meant for a GPU; on this CPU its training (resnet50, 50 epochs of 24 "
+            "images at 416 px) will be slow") in capsys.readouterr().out
+    assert cli.validate_main(pro) == 1
+    assert "meant for a GPU" not in capsys.readouterr().out
+    assert cli.validate_main(pro + ["--time-budget", "5"]) == 1
+    out = capsys.readouterr().out
+    assert "[training] running" in out and "meant for a GPU" not in out
 
 
 def test_package_cli_run_status_reset(fakes, tmp_path, capsys):

@@ -388,6 +388,7 @@ def test_boxes_come_back_in_the_original_pixels_of_resized_and_non_square_images
     for device in ("tpu", None, "cuda:x"):
         with pytest.raises(System1Error, match="expected auto, cpu or cuda"):
             System1.load(out, device=device)
+    assert System1.load(out, device=torch.device("cpu")).device == "cpu"
     model = System1.load(out, shape_mode="model")
     for bad in (-1, 1.5, float("nan"), "0.5"):
         with pytest.raises(System1Error, match="score_threshold: expected a number in"):

@@ -16,18 +16,26 @@ MIN_INK_PIXELS = 4  # components with fewer ink pixels are dropped as specks
 # quality 75 (0.811, 0.948), 255 - 64 began to eat the anti-aliased fringe (0.989): every other
 # real image, 2026-12-07 (``docs/measurements.md``).
 PAPER_FLOOR = 223
+# The median pixel is taken for the page only when it is this light: an image mostly of ink (or
+# too small to tell, under PAGE_MIN_PIXELS pixels) is left as it is.
+PAGE_MIN_LEVEL = 192
+PAGE_MIN_PIXELS = 256
 
 
 def clean_page(gray: np.ndarray, lossy: bool = False) -> np.ndarray:
     """A 2-D uint8 image with its page made pure white where it is not already: when ``lossy`` (a
-    JPEG's noise) or when the page (the median pixel: ink never covers half the image) is darker than
-    255, the page is scaled to 255 and every pixel of :data:`PAPER_FLOOR` or lighter set to 255. A clean
-    page (the real set's PNGs, the generator's) is returned as it is, so its ink keeps every pixel."""
-    paper = float(np.median(gray[::4, ::4])) if gray.size else 255.0
-    if paper >= 255.0 and not lossy:
+    JPEG's noise) or when the page (the median pixel, if at least :data:`PAGE_MIN_LEVEL`) is darker
+    than 255, the page is scaled to 255 and every pixel of :data:`PAPER_FLOOR` or lighter set to 255.
+    A clean page (the real set's PNGs, the generator's), an image of fewer than
+    :data:`PAGE_MIN_PIXELS` pixels and one whose median pixel is darker than :data:`PAGE_MIN_LEVEL`
+    (mostly ink: no page to tell) are returned as they are."""
+    if gray.size < PAGE_MIN_PIXELS:
+        return gray
+    paper = float(np.median(gray[::4, ::4]))
+    if paper < PAGE_MIN_LEVEL or (paper >= 255.0 and not lossy):
         return gray
     out = np.array(gray, dtype=np.uint8, copy=True)
-    if 0.0 < paper < 255.0:
+    if paper < 255.0:
         out = np.clip(np.rint(out.astype(np.float32) * (255.0 / paper)), 0, 255).astype(np.uint8)
     out[out >= PAPER_FLOOR] = 255
     return out

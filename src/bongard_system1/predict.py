@@ -72,8 +72,8 @@ def as_gray(image) -> np.ndarray:
     since ink is every pixel darker than 255; a clean page is left as it is."""
     if isinstance(image, (str, os.PathLike)):
         return _read_gray(os.fspath(image))
-    if type(image).__module__.startswith("PIL."):
-        return _array_to_gray(_pil_to_array(image), "image")
+    if type(image).__module__.startswith("PIL."):      # a JPEG opened with PIL is cleaned as its file is
+        return _array_to_gray(_pil_to_array(image), "image", lossy=getattr(image, "format", None) in ("JPEG", "MPO"))
     if image is None or isinstance(image, (bytes, bytearray, dict, set)) or np.isscalar(image):
         raise System1Error(f"image: expected a path, a PIL image or an array, got {type(image).__name__}")
     return _array_to_gray(np.asarray(image), "image")
@@ -83,21 +83,34 @@ def _read_gray(path: str) -> np.ndarray:
     arr = cv2.imread(path, cv2.IMREAD_GRAYSCALE) if os.path.isfile(path) else None
     if arr is None:
         raise System1Error(f"image {path} is missing or unreadable")
+    lossy = _is_lossy(path)
     if _may_have_alpha(path):
         full = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if full is not None and full.ndim == 3 and full.shape[2] == 4:
-            return _array_to_gray(full, f"image {path}")
-    return clean_page(arr, lossy=_is_lossy(path))
+            return _array_to_gray(full, f"image {path}", lossy=lossy)
+    return clean_page(arr, lossy=lossy)
 
 
 def _is_lossy(path: str) -> bool:
-    """Whether a file is stored lossily (JPEG, lossy WebP), by its first bytes, not its name."""
+    """Whether a file is stored lossily, by its bytes, not its name: a JPEG, or a WebP whose image is
+    a lossy ``VP8 `` chunk (simple, or inside the extended format's ``VP8X`` layout)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(12)
+            if head[:3] == b"\xff\xd8\xff":
+                return True
+            if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return False
+            while True:                                   # the WebP's chunks: VP8 (lossy), VP8L, ALPH, ...
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return False
+                if chunk[:4] == b"VP8 ":
+                    return True
+                size = int.from_bytes(chunk[4:8], "little")
+                f.seek(size + (size & 1), os.SEEK_CUR)
     except OSError:
         return False
-    return head[:3] == b"\xff\xd8\xff" or (head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8 ")
 
 
 def _may_have_alpha(path: str) -> bool:
@@ -144,7 +157,7 @@ def check_image_files(paths, hint: str) -> None:
         raise System1Error(f"{bad[0]}{more}; {hint}")
 
 
-def _array_to_gray(arr: np.ndarray, what: str) -> np.ndarray:
+def _array_to_gray(arr: np.ndarray, what: str, lossy: bool = False) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
@@ -166,12 +179,12 @@ def _array_to_gray(arr: np.ndarray, what: str) -> np.ndarray:
     else:
         raise System1Error(f"{what}: expected numbers, got an array of {arr.dtype}")
     if arr8.ndim == 2:
-        return clean_page(arr8)
+        return clean_page(arr8, lossy)
     gray = cv2.cvtColor(np.ascontiguousarray(arr8[..., :3]), cv2.COLOR_BGR2GRAY)
     if arr8.shape[2] == 4:          # alpha: ink over a white page
         alpha = arr8[..., 3].astype(np.float32) / 255.0
         gray = np.rint(gray * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-    return clean_page(gray)
+    return clean_page(gray, lossy)
 
 
 def snap_to_ink(gray: np.ndarray, box_xyxy, margin: int = 6):
@@ -604,13 +617,16 @@ def _image_list(args):
     return [(None, f, os.path.join(args.images, f)) for f in files], None
 
 
-def _check_overlays_miss_the_inputs(args, items, overlays):
-    """Overlays are written among the inputs only where they can never be read as one: not into the
-    ``--images`` folder itself (the next run would take them for images), and never over an input."""
-    where = Path(args.overlay_dir).resolve()
-    if args.images is not None and where == Path(args.images).resolve():
+def _check_overlay_dir(args):
+    """Not the ``--images`` folder itself: the next run would take the overlays for images."""
+    if args.images is not None and Path(args.overlay_dir).resolve() == Path(args.images).resolve():
         raise System1Error(f"--overlay-dir {args.overlay_dir} is the --images folder: the overlays would "
                            f"be read as images next time; give a folder of their own (a subfolder is skipped)")
+
+
+def _check_overlays_miss_the_inputs(args, items, overlays):
+    """No overlay is written over an input image (possible where the overlay folder holds inputs)."""
+    where = Path(args.overlay_dir).resolve()
     inputs = {Path(path).resolve() for _, _, path in items}
     for overlay in overlays:
         if (where / overlay).resolve() in inputs:
@@ -649,6 +665,7 @@ def cli_predict(args):
         if Path(args.parse_out).resolve() == Path(args.out).resolve():
             raise System1Error(f"--parse-out {args.parse_out} is the --out file too; give each its own file")
     if args.overlay_dir is not None:
+        _check_overlay_dir(args)
         make_output_dir(args.overlay_dir, "--overlay-dir")
     items, cats = _image_list(args)             # the images, every one read once, before the model loads
     check_image_files([path for _, _, path in items],

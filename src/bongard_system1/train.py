@@ -85,7 +85,10 @@ TRAIN_DEFAULTS = {"early_scale": 1.0}     # a value result_dict leaves out, for 
 
 
 def resolve_device(device="auto"):
-    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda`` (or ``cuda:N``) -> the device to use."""
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda`` (or ``cuda:N``; a ``torch.device`` of
+    these too) -> the device to use."""
+    if isinstance(device, torch.device):
+        device = str(device)
     if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
                                            (device.startswith("cuda:") and device[5:].isdigit())):
         raise System1Error(f"device {device!r}: expected auto, cpu or cuda")

@@ -224,8 +224,9 @@ def cli_draw(args):
             raise System1Error(f"--program {args.program[k]!r} draws no ink (every stroke has zero length)")
     for k, shape in enumerate(shapes):
         if shape.scale < float(args.scale):
+            where = "the canvas" if len(shapes) == 1 else f"its slot ({len(shapes)} shapes in a grid)"
             print(f"warning: shape {k + 1} drawn at scale {shape.scale:.1f}: at {float(args.scale):g} "
-                  f"it does not fit its slot ({len(shapes)} shapes side by side)", file=sys.stderr)
+                  f"it does not fit {where}", file=sys.stderr)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not cv2.imwrite(args.out, r.image):
         raise System1Error(f"cannot write {args.out}")

@@ -332,7 +332,7 @@ def _place(rng, actions, name, scale_range, others, touch):
     return None
 
 
-def layout_in_slots(programs, scale: float, pen_width: float = 8.0, gap: float = 12.0):
+def layout_in_slots(programs, scale: float, pen_width: float, gap: float = 12.0):
     """Place shapes given as action tuples side by side on the canvas, none touching another.
 
     The canvas is cut into a grid of equal slots, one a shape in order (row by row); each shape, at
@@ -349,16 +349,16 @@ def layout_in_slots(programs, scale: float, pen_width: float = 8.0, gap: float =
     placed = []
     for k, actions in enumerate(programs):
         centre = np.array([-CANVAS_LIMIT + slot_w * (k % cols + 0.5), CANVAS_LIMIT - slot_h * (k // cols + 0.5)])
-        s, ext = float(scale), None
+        s = float(scale)
+        ext = _extent(PlacedShape(tuple(actions), (0.0, 0.0), 0.0, s))
         for _ in range(8):          # the extent is nearly linear in the scale (stamps and teeth grow too)
-            ext = _extent(PlacedShape(tuple(actions), (0.0, 0.0), 0.0, s))
             if ext is None:
                 break
-            size = ext[1] - ext[0]
-            fit = float(np.min(room / np.maximum(size, 1e-9)))
+            fit = float(np.min(room / np.maximum(ext[1] - ext[0], 1e-9)))
             if fit >= 1.0:
                 break
             s *= fit * 0.995
+            ext = _extent(PlacedShape(tuple(actions), (0.0, 0.0), 0.0, s))
         start = centre if ext is None else centre - (ext[0] + ext[1]) / 2.0
         placed.append(PlacedShape(tuple(actions), (float(start[0]), float(start[1])), 0.0, s))
     return placed

@@ -238,22 +238,25 @@ def format_targets(rows: list[dict]) -> list[str]:
     return lines
 
 
+VALIDATE_PROFILE = "professional"     # validate_phase1's default profile: its runs and its --status
+
+
 def validate_main(argv=None) -> int:
     """Run the pipeline (professional by default), print the Phase 1 target table; 0 only if all met."""
-    p = build_parser(prog="python -m scripts.validate_phase1", default_profile="professional")
+    p = build_parser(prog="python -m scripts.validate_phase1", default_profile=VALIDATE_PROFILE)
     p.description = ("Run the checkpointed pipeline (professional profile by default) and check the Phase 1 "
                      "targets: synthetic AP@[.5:.95] >= 0.85, synthetic AP50 >= 0.95, real AP50 >= 0.70. "
                      "Exit status 0 only when every target is met.")
     args = p.parse_args(argv)
     if args.status or args.reset:
-        return run_guarded(lambda a: dispatch(a, default_profile="professional"), args)
+        return run_guarded(lambda a: dispatch(a, default_profile=VALIDATE_PROFILE), args)
     return run_guarded(_validate, args)
 
 
 def _validate(args) -> int:
     from .stages import Reporter, target_status
 
-    results = do_run(args, default_profile="professional")
+    results = do_run(args, default_profile=VALIDATE_PROFILE)
     rows = results.get("targets") or target_status(results.get("summary") or {})
     workdir = Path(args.workdir).expanduser().resolve()
     log = Reporter(workdir / "logs" / "validate_phase1.log")

@@ -32,9 +32,6 @@ def run_pipeline(opts: RunOptions) -> dict:
             + ("" if opts.checkpoint else " (no checkpoint records)"))
         if opts.real_data is None:
             log("note: no real set (give --real-data FILE); the real target will count as not met")
-        if profile == "professional" and _runs_on_cpu(opts.settings.get("device", "auto")):
-            log("warning: the professional profile is a GPU job (ResNet-50, 50 epochs of 10,000 images at "
-                "416 px): on this CPU its training would take days; --profile quick is the CPU profile")
         ctx = Context(opts, log)
         t0 = time.time()
         data_rec, data_ran = stage_data(ctx)
@@ -48,15 +45,6 @@ def run_pipeline(opts: RunOptions) -> dict:
             + f"; results in {rel(path, workdir)}")
         results["results_file"] = str(path)
         return results
-
-
-def _runs_on_cpu(device: str) -> bool:
-    if device == "cpu":
-        return True
-    if device == "cuda":
-        return False
-    import torch
-    return not torch.cuda.is_available()
 
 
 def results_path(workdir: Path, profile: str, checkpoint: bool = True) -> Path:

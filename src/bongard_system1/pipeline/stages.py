@@ -361,6 +361,20 @@ def _dataset_counts(folder: Path, manifest: dict, expected: int) -> dict:
     return counts
 
 
+def _warn_of_a_gpu_job_on_the_cpu(ctx: Context) -> None:
+    """The professional profile's detector trains on a CPU only by mistake, unless a time budget caps it."""
+    s = ctx.settings
+    if ctx.profile != "professional" or s.get("time_budget") or s["device"] == "cuda":
+        return
+    if s["device"] == "auto":
+        import torch
+        if torch.cuda.is_available():
+            return
+    ctx.log(f"warning: the professional profile is meant for a GPU; on this CPU its training ({s['backbone']}, "
+            f"{s['epochs']} epochs of {s['dataset_size']:,} images at {s['image_size']} px) will be slow: "
+            "--profile quick is the CPU profile, or give --time-budget MIN")
+
+
 def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, bool]:
     """Train the detector on the dataset unless a valid record for the same config and data exists."""
     s = ctx.settings
@@ -376,7 +390,8 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
         return rec, False
 
     target = run_dir(ctx.workdir, ctx.profile, ctx.opts.checkpoint)
-    if ctx.opts.checkpoint and _only_second_stages_changed(decision, cfg, target):
+    second_stages_only = ctx.opts.checkpoint and _only_second_stages_changed(decision, cfg, target)
+    if second_stages_only:
         build, fresh = target, False        # the detector stands; train_detector only redoes vote and rescorer
         ctx.log("[training] the detector is unchanged: only its stamp vote and stroke rescorer are trained")
     elif ctx.opts.checkpoint:
@@ -388,6 +403,8 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
     resume = not fresh and (build / "last.pt").exists()
     if resume:
         ctx.log(f"[training] resuming from {rel(build / 'last.pt', ctx.workdir)}")
+    if not second_stages_only:
+        _warn_of_a_gpu_job_on_the_cpu(ctx)
     rec = ctx.mgr.start("training", cfg, data_rec.get("dataset_hash"), decision.reason, {
         "profile": ctx.profile, "run_settings": ctx.run_settings, "resumed": resume,
         "replaces": _replaced(decision, build != target),
