@@ -55,10 +55,10 @@ def real_folder(path, needs=REAL_NAMES) -> str:
     return folder
 
 
-def existing(path, flag: str, kind: str = "folder") -> None:
-    ok = os.path.isdir(path) if kind == "folder" else os.path.exists(path)
-    if not ok:
-        raise System1Error(f"{flag} {path}: no such {kind}")
+def existing(path, flag: str) -> None:
+    """``path`` must be a folder (``--data``, ``--workdir``)."""
+    if not os.path.isdir(path):
+        raise System1Error(f"{flag} {path}: no such folder")
 
 
 def run(main) -> None:

@@ -97,7 +97,8 @@ def fakes(monkeypatch):
             return cls()
 
     mods = {"bongard_system1.data.generate": {"generate_dataset": generate_dataset},
-            "bongard_system1.train": {"train_detector": train_detector, "load_checkpoint_model": load_checkpoint_model},
+            "bongard_system1.train": {"train_detector": train_detector, "load_checkpoint_model": load_checkpoint_model,
+                                      "resolve_device": lambda device="auto": "cpu" if device == "auto" else device},
             "bongard_system1.evaluate": {"evaluate_model": evaluate_model},
             "bongard_system1.predict": {"System1": System1}}
     for name, attrs in mods.items():

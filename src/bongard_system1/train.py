@@ -180,7 +180,7 @@ def _check_unresumable(out_dir, cfg) -> None:
     except (OSError, ValueError):
         pass
     if isinstance(prior, dict) and prior.get("config_hash") not in (None, cfg.hash()):
-        old = {k: v for k, v in prior.items() if k not in ("config_hash", "planned_epochs", "device", "data_dir")}
+        old = {k: v for k, v in prior.items() if k not in ("config_hash", "planned_epochs", *TrainConfig.NON_RESULT_KEYS)}
         raise System1Error(f"{out_dir} holds a run with another config ({config_diff(old, cfg.result_dict(), TRAIN_DEFAULTS)}) "
                            "and no last.pt to resume; pass --restart to start over or use another --out")
     best = _whole_state(os.path.join(out_dir, "best.pt"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..io_utils import write_json_atomic
 from .lock import PipelineLock
 from .records import STAGES, library_versions, now_text, rel
-from .stages import (Context, Reporter, RunOptions, check_real_data, check_writable, stage_data,
+from .stages import (Context, Reporter, RunOptions, check_real_data, check_writable, stage_data, unrecorded,
                      stage_evaluation, stage_training)
 
 
@@ -26,8 +26,7 @@ def run_pipeline(opts: RunOptions) -> dict:
     check_writable(workdir, results_path(workdir, profile, opts.checkpoint))
     check_real_data(opts.real_data)
     with PipelineLock(workdir):
-        unrecorded = "" if opts.checkpoint else "_unrecorded"      # --no-checkpoint: beside the recorded run's
-        log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training{unrecorded}.log"))
+        log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training{unrecorded(opts.checkpoint)}.log"))
         log(f"System 1 pipeline: profile {profile}, work directory {workdir}"
             + ("" if opts.checkpoint else " (no checkpoint records)"))
         if opts.real_data is None:
@@ -49,10 +48,9 @@ def run_pipeline(opts: RunOptions) -> dict:
 
 def results_path(workdir: Path, profile: str, checkpoint: bool = True) -> Path:
     """The results file; a --no-checkpoint run's goes beside the recorded run's, not over it."""
-    unrecorded = "" if checkpoint else "_unrecorded"
     if profile == "professional":
-        return workdir / "results" / f"professional_training_results_{time.strftime('%Y%m%d_%H%M%S')}{unrecorded}.json"
-    return workdir / "results" / f"system1_training_results{unrecorded}.json"
+        return workdir / "results" / f"professional_training_results_{time.strftime('%Y%m%d_%H%M%S')}{unrecorded(checkpoint)}.json"
+    return workdir / "results" / f"system1_training_results{unrecorded(checkpoint)}.json"
 
 
 def peak_memory() -> dict:

@@ -146,12 +146,20 @@ def real_files(real_data: str) -> dict:
     return out
 
 
+UNRECORDED = "_unrecorded"
+
+
+def unrecorded(checkpoint: bool) -> str:
+    """The suffix of what a --no-checkpoint run writes, beside the recorded run's outputs."""
+    return "" if checkpoint else UNRECORDED
+
+
 def data_dir(workdir: Path, profile: str, checkpoint: bool = True) -> Path:
-    return workdir / "processed_data" / (f"{profile}_synthetic" + ("" if checkpoint else "_unrecorded"))
+    return workdir / "processed_data" / f"{profile}_synthetic{unrecorded(checkpoint)}"
 
 
 def run_dir(workdir: Path, profile: str, checkpoint: bool = True) -> Path:
-    return workdir / "runs" / (profile + ("" if checkpoint else "_unrecorded"))
+    return workdir / "runs" / f"{profile}{unrecorded(checkpoint)}"
 
 
 def _staging(target: Path) -> Path:
@@ -366,10 +374,9 @@ def _warn_of_a_gpu_job_on_the_cpu(ctx: Context) -> None:
     s = ctx.settings
     if ctx.profile != "professional" or s.get("time_budget") or s["device"] == "cuda":
         return
-    if s["device"] == "auto":
-        import torch
-        if torch.cuda.is_available():
-            return
+    from ..train import resolve_device   # lazy: torch
+    if resolve_device(s["device"]) != "cpu":
+        return
     ctx.log(f"warning: the professional profile is meant for a GPU; on this CPU its training ({s['backbone']}, "
             f"{s['epochs']} epochs of {s['dataset_size']:,} images at {s['image_size']} px) will be slow: "
             "--profile quick is the CPU profile, or give --time-budget MIN")
@@ -544,7 +551,7 @@ def _eval_sets(ctx: Context, data_rec: dict, real: str | None, s: dict) -> dict:
         sets[f"synthetic_{kind}"] = (ddir / f"{kind}_coco.json", ddir, data_rec["validation"].get("num_val"))
     if real:
         cap = s.get("real_max_images")
-        sub_dir = ctx.workdir / "processed_data" / ("real_subset" + ("" if ctx.opts.checkpoint else "_unrecorded"))
+        sub_dir = ctx.workdir / "processed_data" / f"real_subset{unrecorded(ctx.opts.checkpoint)}"
         for name, path in real_files(real).items():
             if name.split("_")[1] not in want:
                 continue

@@ -14,7 +14,7 @@ from ..schedule import run_progress
 from . import profiles
 from .lock import PipelineLock
 from .records import RECORD_FILES, STAGES, CheckpointManager, rel
-from .stages import eval_facts, fmt, real_data_sha, resolve_real_data, rmtree
+from .stages import UNRECORDED, eval_facts, fmt, real_data_sha, resolve_real_data, rmtree
 
 
 def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
@@ -138,12 +138,12 @@ def _pipeline_made(workdir: Path, folder: str) -> list[Path]:
     ``reset all`` deletes no file of the user's that happens to sit in ``results/`` or ``logs/``."""
     names = profiles.profile_names()
     made = {
-        "processed_data": [f"{p}_synthetic{u}{s}" for p in names for u in ("", "_unrecorded") for s in ("", ".new", ".old")]
-        + ["real_subset", "real_subset_unrecorded"],
-        "runs": [f"{p}{u}{s}" for p in names for u in ("", "_unrecorded") for s in ("", ".new", ".old")],
-        "results": ["system1_training_results.json", "system1_training_results_unrecorded.json",
+        "processed_data": [f"{p}_synthetic{u}{s}" for p in names for u in ("", UNRECORDED) for s in ("", ".new", ".old")]
+        + ["real_subset", f"real_subset{UNRECORDED}"],
+        "runs": [f"{p}{u}{s}" for p in names for u in ("", UNRECORDED) for s in ("", ".new", ".old")],
+        "results": ["system1_training_results.json", f"system1_training_results{UNRECORDED}.json",
                     "professional_training_results_*.json"],
-        "logs": [f"{p}_training{u}.log" for p in names for u in ("", "_unrecorded")] + ["validate_phase1.log"],
+        "logs": [f"{p}_training{u}.log" for p in names for u in ("", UNRECORDED)] + ["validate_phase1.log"],
         "checkpoints": list(RECORD_FILES.values()),
     }[folder]
     base = workdir / folder
@@ -201,7 +201,7 @@ def reset_stage(workdir, stage: str) -> list[str]:
                     doomed.append(checked(mgr.abs(rec["outputs"]["run_dir"])))
                 doomed += _pipeline_made(workdir, "runs")
             elif name == "evaluation":
-                doomed += [workdir / "processed_data" / "real_subset", workdir / "processed_data" / "real_subset_unrecorded"]
+                doomed += [workdir / "processed_data" / f"real_subset{u}" for u in ("", UNRECORDED)]
             doomed.append(mgr.path(name))
         if stage == "all":
             for folder in ("results", "logs", "checkpoints"):
