@@ -18,13 +18,11 @@ import sys
 import time
 
 import cv2
-import torch
 
 from _common import REAL_DEFAULT, check_out, existing, parser, real_folder, run, write_out
 from bongard_system1.argtypes import non_empty_path, positive_float, test_size_px
 from bongard_system1.baseline import ClassicalBaseline, unseparated_shapes
 from bongard_system1.evaluate import coco_metrics, combined_gt, load_coco, map_categories
-from bongard_system1.model import ModelConfig, build_model
 from bongard_system1.precision import autocast, autocast_dtype
 from bongard_system1.predict import SHAPE_MODES, System1, refine_shapes
 from bongard_system1.settings import MAX_VIEWS
@@ -168,6 +166,8 @@ def score_synthetic(system, data_dir, max_images=400):
 def inference_ms(backbone, image_size, repeats=10):
     """ms per 512 px image, batch 1, with the network seeing ``image_size`` px: in fp32 and, where this
     CPU multiplies bf16 in hardware, under bf16 autocast (what inference uses there), timed in turn."""
+    import torch
+    from bongard_system1.model import ModelConfig, build_model
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, image_size=image_size)).eval()
     x = [torch.rand(1, 512, 512)]
@@ -208,6 +208,7 @@ def main():
     existing(a.data, "--data")
     a.real = real_folder(a.real)
     check_out(a.out, [a.run, a.data, a.real])
+    import torch                    # torch only now: --help and bad flags answer at once
     torch.set_num_threads(os.cpu_count() or 1)
     system = System1.load(a.run, device=a.device, shape_mode="model", stroke_mode="snap", test_size=a.test_size,
                           views=a.views, amp=not a.fp32)

@@ -20,7 +20,6 @@ import time
 
 import cv2
 import numpy as np
-import torch
 
 from _common import REAL_DEFAULT, check_out, parser, real_folder, run, write_out
 from bongard_system1.argtypes import int_in, non_empty_path, positive_int, seed_int
@@ -59,6 +58,7 @@ def main():
     ap.add_argument("--width", type=positive_int, default=WIDTH, help="the classifier's width (channels of its first layers)")
     ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
+    import torch                    # not before the arguments are read: --help and bad flags answer at once
     a.real = real_folder(a.real, needs=("strokes_coco.json",))
     check_out(a.out, [a.real])
     t0 = time.time()

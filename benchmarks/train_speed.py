@@ -14,17 +14,16 @@ import json
 import os
 import time
 
-import torch
-
 from _common import check_out, existing, parser, run, write_out
 from bongard_system1.argtypes import image_px, non_empty_path, non_negative_int, positive_int
-from bongard_system1.data.dataset import DetectionDataset, collate
 from bongard_system1.errors import System1Error
-from bongard_system1.model import ModelConfig, build_model
-from bongard_system1.train import amp_settings, resolve_device, train_step
 
 
 def measure(data, backbone, size, batch, steps, warmup, dev, workers, amp=True):
+    import torch
+    from bongard_system1.data.dataset import DetectionDataset, collate
+    from bongard_system1.model import ModelConfig, build_model
+    from bongard_system1.train import amp_settings, train_step
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone=backbone, image_size=size)).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -87,6 +86,9 @@ def main():
     a = ap.parse_args()
     existing(a.data, "--data")
     check_out(a.out, [a.data])
+    import torch                    # torch only now: --help and bad flags answer at once
+    from bongard_system1.data.dataset import DetectionDataset
+    from bongard_system1.train import resolve_device
     n_train = len(DetectionDataset(a.data, 64, "all", split="train", augment=False))
     too_big = [f"{b}:{s}:{n}" for b, s, n, _ in a.configs if n > n_train]
     if too_big:                     # every config checked before the first one runs for minutes

@@ -304,6 +304,22 @@ def test_benchmark_scripts_give_one_error_line_before_any_work(tmp_path, script,
     assert [p.name for p in tmp_path.iterdir()] == []           # nothing written
 
 
+def test_benchmark_help_answers_without_torch():
+    """``--help`` and a bad flag answer before torch is imported (it takes seconds to load here)."""
+    import subprocess
+    import sys
+    from .conftest import REPO
+    scripts = sorted(p for p in (REPO / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+    assert len(scripts) >= 7
+    for script in scripts:
+        for argv, code in ((["--help"], 0), (["--no-such-flag"], 2)):
+            proc = subprocess.run([sys.executable, "-X", "importtime", str(script), *argv], capture_output=True,
+                                  text=True, timeout=60, cwd=REPO)
+            imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+            assert proc.returncode == code, (script.name, argv, proc.stderr[-500:])
+            assert not imported & {"torch", "torchvision"}, (script.name, argv)
+
+
 def test_benchmarks_refuse_an_out_over_their_input_and_a_batch_larger_than_the_data(tmp_path):
     import subprocess
     import sys
