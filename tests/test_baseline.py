@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bongard_system1.baseline import ClassicalBaseline, classical_shapes, unseparated_shapes
+from bongard_system1.errors import System1Error
 from bongard_system1.evaluate import evaluate_predictor
 
 from .conftest import REAL
@@ -60,6 +61,26 @@ def test_specks_dropped_and_color_input_accepted():
     bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     base = ClassicalBaseline()
     assert base.detect(bgr) == base(img) == classical_shapes(img)
+
+
+def test_the_baseline_takes_what_system1_detect_takes(tmp_path):
+    """A path (a JPEG's page cleaned as its bytes say), a PIL image, BGRA over white, floats in 0..1."""
+    from PIL import Image
+    img = _canvas()
+    img[10:30, 5:25] = 0
+    want = classical_shapes(img)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    cv2.imwrite(str(tmp_path / "a.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    assert _boxes(classical_shapes(cv2.imread(str(tmp_path / "a.jpg"), 0))) != _boxes(want)   # ringing grows it
+    base = ClassicalBaseline()
+    bgra = np.dstack([cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), np.full_like(img, 255)])
+    bgra[60:90, 60:90, :3] = 0
+    bgra[60:90, 60:90, 3] = 0                       # black but transparent: the white page shows
+    for image in (tmp_path / "a.png", str(tmp_path / "a.jpg"), Image.open(tmp_path / "a.png"), bgra,
+                  img.astype(np.float32) / 255.0):
+        assert base.detect(image) == want, type(image)
+    with pytest.raises(System1Error, match="missing or unreadable"):
+        base.detect(tmp_path / "none.png")
 
 
 def test_classical_baseline_on_the_real_set():

@@ -106,7 +106,9 @@ def unseparated_shapes(gray: np.ndarray, shape_boxes, *, iou: float = 0.9, compo
 
 
 class ClassicalBaseline:
-    """:func:`classical_shapes` as an object; ``.detect`` (or calling it) can serve as a predict_fn."""
+    """:func:`classical_shapes` as an object; ``.detect`` (or calling it) can serve as a predict_fn.
+    It takes what ``System1.detect`` takes (a path, a PIL image or an array; see
+    :func:`predict.as_gray`), so either can be swapped for the other."""
 
     name = "classical"
 
@@ -114,11 +116,9 @@ class ClassicalBaseline:
         self.dilate = int(dilate)
         self.min_pixels = int(min_pixels)
 
-    def detect(self, gray: np.ndarray) -> list[dict]:
-        gray = np.asarray(gray)
-        if gray.ndim == 2 and gray.dtype == np.uint8:
-            gray = clean_page(gray)
-        return classical_shapes(gray, dilate=self.dilate, min_pixels=self.min_pixels)
+    def detect(self, image) -> list[dict]:
+        from .predict import as_gray          # predict imports this module
+        return classical_shapes(as_gray(image), dilate=self.dilate, min_pixels=self.min_pixels)
 
     __call__ = detect
 
