@@ -336,3 +336,84 @@ def test_benchmarks_refuse_an_out_over_their_input_and_a_batch_larger_than_the_d
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and says in lines[0], lines
     assert (tmp_path / "ds" / "shapes_coco.json").read_bytes() == coco
+
+
+def _with_file_size_limit(argv, limit, cwd):
+    """Run ``argv`` where no file may grow past ``limit`` bytes (RLIMIT_FSIZE, SIGXFSZ ignored): each
+    write past it fails with EFBIG, as writes to a full disk fail with ENOSPC, without needing one."""
+    import resource
+    import signal
+    import subprocess
+
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          preexec_fn=limit_files, env=env)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
+def test_an_image_that_cannot_be_written_whole_is_one_error_line_and_no_broken_file(tmp_path):
+    """cv2.imwrite said yes to a write a full disk cut short (an empty or truncated PNG, exit 0)."""
+    import sys
+
+    import cv2
+    program = "line_zigzag_0.500-0.500,arc_circle_0.500_0.625-0.750"
+    draw = [sys.executable, "-m", "bongard_system1", "draw", "--program", program, "--out", tmp_path / "shape.png"]
+    proc = _with_file_size_limit(draw, 2000, tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == f"error: File too large ({tmp_path / 'shape.png'})", lines
+    assert list(tmp_path.iterdir()) == []                       # no empty PNG, no temporary file
+    images = tmp_path / "images"
+    proc = _with_file_size_limit(draw[:-1] + [images / "0.png"], 10**7, tmp_path)   # with room, it draws
+    assert proc.returncode == 0 and cv2.imread(str(images / "0.png")) is not None, proc.stderr
+    for k in (1, 2):
+        (images / f"{k}.png").write_bytes((images / "0.png").read_bytes())
+    predict = [sys.executable, "-m", "bongard_system1", "predict", "--model", "baseline", "--images", images,
+               "--out", tmp_path / "preds.json", "--overlay-dir", tmp_path / "ov"]
+    proc = _with_file_size_limit(predict, 2000, tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: File too large ("), proc.stderr
+    assert not (tmp_path / "ov").exists() or list((tmp_path / "ov").iterdir()) == []   # no broken overlay
+    proc = _with_file_size_limit(predict, 10**7, tmp_path)    # with room, the same command writes them all
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [f"{k}_overlay.png" for k in range(3)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
+def test_a_checkpoint_that_cannot_be_written_is_one_error_line_and_the_old_one_kept(tmp_path):
+    """torch's zip writer turned the failed write into a RuntimeError: a traceback and exit status 1."""
+    import sys
+    code = ("import sys, torch\n"
+            "from bongard_system1.errors import run_guarded\n"
+            "from bongard_system1.train import _atomic_torch_save\n"
+            "sys.exit(run_guarded(_atomic_torch_save, {'w': torch.ones(200_000)}, sys.argv[1], sys.argv[2]))\n")
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"the previous checkpoint")
+    proc = _with_file_size_limit([sys.executable, "-c", code, last, tmp_path / "last.prev.pt"], 100_000, tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines == [f"error: File too large ({last})"], proc.stderr
+    assert last.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]       # no temporary file left
+    proc = _with_file_size_limit([sys.executable, "-c", code, last, tmp_path / "last.prev.pt"], 10**7, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "last.prev.pt").read_bytes() == b"the previous checkpoint"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
+def test_a_dataset_whose_coco_files_cannot_be_written_says_to_rerun_and_the_rerun_finishes(tmp_path):
+    import sys
+    gen = [sys.executable, "-m", "bongard_system1", "generate", "--out", tmp_path / "d", "--num-images", 64,
+           "--image-size", 64, "--workers", 1, "--no-progress"]
+    proc = _with_file_size_limit(gen, 80_000, tmp_path)     # images and parts (~40 kB) fit; COCO files (~150 kB) do not
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: writing the dataset failed: File too large (") and \
+        "_coco.json)" in lines[0] and lines[0].endswith("run the same command again to resume"), lines
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["status"] == "in_progress"
+    proc = _with_file_size_limit(gen, 10**8, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["status"] == "complete"
+    assert len(json.loads((tmp_path / "d" / "strokes_coco.json").read_text())["images"]) == 64

@@ -823,3 +823,53 @@ def test_package_cli_run_status_reset(fakes, tmp_path, capsys):
         system1(["reset", "bogus", "--workdir", str(wd)])
     assert exc.value.code == 2
     assert reset_stage(wd, "evaluation") == []
+
+
+def test_a_full_disk_mid_stage_shows_its_own_error_when_the_failed_record_cannot_be_written(fakes, tmp_path,
+                                                                                           capsys, monkeypatch):
+    """The failed-stage record is written on the same full disk: its own OSError hid the stage's."""
+    import errno
+    wd = tmp_path / "wd"
+    fake = sys.modules["bongard_system1.train"]
+
+    def disk_fills(data_dir, out_dir, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(out_dir) / "last.pt"))
+
+    plain_write = CheckpointManager.write
+
+    def write(self, stage, record):
+        if record.get("status") == "failed":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path(stage)))
+        plain_write(self, stage, record)
+
+    monkeypatch.setattr(fake, "train_detector", disk_fills)
+    monkeypatch.setattr(CheckpointManager, "write", write)
+    assert run(wd) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No space left on device (") and \
+        lines[0].endswith("runs/smoke/last.pt)"), lines
+    assert json.loads((wd / "checkpoints" / "training.json").read_text())["status"] == "running"
+    status, _ = pipeline_status(wd)
+    assert any("previous run interrupted" in line for line in status)
+    assert json.loads((wd / "checkpoints" / "data_generation.json").read_text())["status"] == "complete"
+
+
+def test_a_staging_folder_warns_when_the_disk_has_less_room_than_the_folder_it_replaces(fakes, tmp_path, capsys,
+                                                                                        monkeypatch):
+    import collections
+    from bongard_system1.pipeline import stages
+    wd = tmp_path / "wd"
+    assert run(wd) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert run(wd, "--force-train") == 0                     # room enough: no warning
+    assert "warning" not in capsys.readouterr().out
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(stages.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2, 2))
+    assert run(wd, "--force-train") == 0
+    out = capsys.readouterr().out
+    size = stages.folder_bytes(wd / "runs" / "smoke")
+    assert size > 0 and "[training] warning: runs/smoke.new is built beside runs/smoke, which stays until it is " \
+        "complete" in out and "0 MiB is free, so the disk may fill" in out, out
+    assert run(wd, "--force-data") == 0
+    assert "[data] warning: processed_data/smoke_synthetic.new is built beside processed_data/smoke_synthetic" \
+        in capsys.readouterr().out

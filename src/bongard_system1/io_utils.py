@@ -1,4 +1,5 @@
-"""Small file helpers: atomic JSON writes, durable renames and SHA-256 digests of files."""
+"""Small file helpers: atomic writes (JSON, bytes, images), durable renames, output checks and SHA-256
+digests of files."""
 
 from __future__ import annotations
 
@@ -10,32 +11,61 @@ from pathlib import Path
 
 
 def write_json_atomic(path, obj, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` so that readers see the old file or the new one, never half.
+    """Write ``obj`` as JSON to ``path`` so that readers see the old file or the new one, never half
+    (:func:`write_bytes_atomic`). The parent folder is created if needed."""
+    # json.dumps, not json.dump: only the one-shot form uses the C encoder (several times faster)
+    write_bytes_atomic(path, (json.dumps(obj, indent=indent) + "\n").encode("utf-8"))
 
-    The text goes to a temporary file in the same folder, is flushed and fsynced, and then replaces
-    ``path`` with :func:`os.replace`. The parent folder is created if needed.
-    """
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file in the same folder, flushed and
+    fsynced, then :func:`os.replace` over ``path``; on any failure the temporary file is removed and
+    ``path`` is left as it was. The parent folder is created if needed. An OSError (a full disk)
+    names ``path`` when the system did not name a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise naming(exc, path) from None
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the usual permissions
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            # json.dumps, not json.dump: only the one-shot form uses the C encoder (several times faster)
-            f.write(json.dumps(obj, indent=indent))
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~umask)      # mkstemp makes 0600; give the usual permissions
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise naming(exc, path) from None
         raise
     fsync_dir(path.parent)
+
+
+def naming(exc: OSError, path) -> OSError:
+    """``exc`` itself if it names a file, else the same error naming ``path`` (what the one error line
+    of :func:`errors.run_guarded` shows: ``No space left on device (path)``)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
+
+
+def write_image(path, image) -> None:
+    """Encode ``image`` (a numpy array, as OpenCV takes it) in the format of ``path``'s extension and
+    write it with :func:`write_bytes_atomic`. ``cv2.imwrite`` is not used: it reports success after a
+    write that a full disk cut short, leaving an empty or truncated file."""
+    import cv2
+    from .errors import System1Error
+    ok, buf = cv2.imencode(Path(path).suffix or ".png", image)
+    if not ok:
+        raise System1Error(f"cannot encode {path} as {Path(path).suffix or '.png'}")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def fsync_dir(folder) -> None:

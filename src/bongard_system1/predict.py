@@ -35,6 +35,7 @@ from .baseline import clean_page
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .grouping import ImageParse, parse_detections
+from .io_utils import write_image
 from .precision import autocast, autocast_dtype
 from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOLE, MAX_TEST_SIZES,
                        OVERLAY_MIN_SCORE, PARSE_MIN_SCORE, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE,
@@ -564,8 +565,7 @@ def draw_overlay(gray, detections, path, min_score: float = OVERLAY_MIN_SCORE):
         label = d.category if d.style is None else f"{d.category}/{d.style}"
         cv2.putText(img, f"{label} {d.score:.2f}", (x, max(y - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
                     colours[d.category], 1, cv2.LINE_AA)
-    if not cv2.imwrite(path, img):
-        raise System1Error(f"cannot write overlay {path}")
+    write_image(path, img)
 
 
 def overlay_names(names: list[str]) -> list[str]:

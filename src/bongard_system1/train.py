@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import torch
 
 from .configs import config_diff
 from .errors import System1Error
-from .io_utils import fsync_dir, write_json_atomic
+from .io_utils import fsync_dir, write_bytes_atomic, write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
@@ -102,18 +103,25 @@ def resolve_device(device="auto"):
 # ---------------------------------------------------------------- checkpoints
 def _atomic_torch_save(obj, path, keep_previous=None):
     """Write ``obj`` to ``path`` whole or not at all: a temporary file, fsynced, then renamed over it
-    (the old file first renamed to ``keep_previous`` when given), and the folder fsynced."""
+    (the old file first renamed to ``keep_previous`` when given), and the folder fsynced. A failed
+    write (a full disk) is an OSError naming ``path``: torch's zip writer turns the OSError into a
+    RuntimeError ("unexpected pos ...") on its way out, which is unwrapped here."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        cause = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(exc, Exception) and cause is not None and cause.errno is not None:
+            raise OSError(cause.errno, cause.strerror, path) from None
         raise
     if keep_previous and os.path.exists(path):
         os.replace(path, keep_previous)
@@ -248,13 +256,12 @@ CSV_FIELDS = ["epoch", "image_size", "loss", "loss_classification", "loss_bbox_r
 
 
 def write_metrics_csv(history, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for row in history:
-            w.writerow(row)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for row in history:
+        w.writerow(row)
+    write_bytes_atomic(path, text.getvalue().encode("utf-8"))
 
 
 def plot_curves(history, path):
@@ -274,10 +281,10 @@ def plot_curves(history, path):
     ax[1].set_ylim(0, 1)
     ax[2].plot(ep, [h["lr"] for h in history]); ax[2].set_title("learning rate"); ax[2].set_xlabel("epoch")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, png.getvalue())
 
 
 def _dataset_signature(data_dir):

@@ -405,12 +405,13 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
         finally:
             if pool:
                 pool.shutdown(cancel_futures=True)
+        n_img, n_shapes, n_strokes, n_val = assembler.write(out)
     except OSError as exc:
-        raise System1Error(f"writing the dataset failed ({exc.strerror or exc}); "
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise System1Error(f"writing the dataset failed: {exc.strerror or exc}{where}; "
                            "finished images are kept: run the same command again to resume")
     finally:
         bar.close()
-    n_img, n_shapes, n_strokes, n_val = assembler.write(out)
     if n_img != params["num_images"]:
         raise System1Error(f"dataset check failed: {n_img} image records, expected {params['num_images']}")
     bad = _first_changed(out, assembler.written)      # every image there, with the bytes that were written

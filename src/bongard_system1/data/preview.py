@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ..errors import System1Error
+from ..io_utils import write_image
 from .dataset import coco_to_targets, read_gray
 
 COLOURS = {"shape": (0, 170, 0), "line": (220, 90, 0), "arc": (0, 0, 230)}
@@ -42,10 +43,7 @@ def preview_grid(data_dir, out_path, num=16, strokes=False, tile=256):
     rows = math.ceil(len(tiles) / cols)
     tiles += [np.full_like(tiles[0], 255)] * (rows * cols - len(tiles))
     grid = np.concatenate([np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
-    d = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(d, exist_ok=True)
-    if not cv2.imwrite(out_path, grid):
-        raise System1Error(f"cannot write {out_path}")
+    write_image(out_path, grid)
     return out_path
 
 

@@ -203,13 +203,12 @@ def render(shapes: list[PlacedShape], size: int = 512, pen_width: float = PEN_WI
 def cli_draw(args):
     """``system1 draw``: shapes side by side in a grid of slots, each centred in its own, heading east."""
     import json
-    import os
     import sys
 
     from .actions import parse_program
     from .sample import layout_in_slots
     from ..errors import System1Error
-    from ..io_utils import check_output_image
+    from ..io_utils import check_output_image, write_image
     check_output_image(args.out)
     programs = []
     for text in args.program:
@@ -227,9 +226,7 @@ def cli_draw(args):
             where = "the canvas" if len(shapes) == 1 else f"its slot ({len(shapes)} shapes in a grid)"
             print(f"warning: shape {k + 1} drawn at scale {shape.scale:.1f}: at {float(args.scale):g} "
                   f"it does not fit {where}", file=sys.stderr)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    if not cv2.imwrite(args.out, r.image):
-        raise System1Error(f"cannot write {args.out}")
+    write_image(args.out, r.image)
     print(json.dumps({"image": args.out, "scales": [round(s.scale, 3) for s in shapes],
                       "shape_boxes": r.shape_boxes, "stroke_boxes": r.stroke_boxes}))
     return 0

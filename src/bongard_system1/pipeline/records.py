@@ -233,7 +233,10 @@ class CheckpointManager:
         rec["finished"] = now_text()
         rec["seconds"] = round(seconds, 2)
         rec["error"] = error
-        self.write(stage, rec)
+        try:
+            self.write(stage, rec)
+        except OSError:     # a full disk: the stage's own error is what the user must see; the record
+            pass            # stays "running", which status reports as an interrupted run
 
     def delete(self, stage: str) -> Path | None:
         path = self.path(stage)

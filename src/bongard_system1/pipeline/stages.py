@@ -166,6 +166,36 @@ def _staging(target: Path) -> Path:
     return target.with_name(target.name + ".new")
 
 
+def folder_bytes(path: Path) -> int:
+    """The bytes of every file under ``path`` (links not followed)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _warn_if_short_of_space(ctx: "Context", stage: str, build: Path, target: Path) -> None:
+    """A staging folder is built beside the folder it replaces, which stays until the new one is
+    complete: say so up front when the disk has less room than the old folder takes (about what the
+    new one will need), rather than let a full disk stop the run hours in."""
+    if build == target or not target.is_dir():
+        return
+    need = folder_bytes(target)
+    try:
+        free = shutil.disk_usage(build.parent).free
+    except OSError:
+        return
+    if free < need:
+        ctx.log(f"[{stage}] warning: {rel(build, ctx.workdir)} is built beside {rel(target, ctx.workdir)}, which "
+                f"stays until it is complete and takes {need / 2**20:,.0f} MiB, about what the new one needs; "
+                f"{free / 2**20:,.0f} MiB is free, so the disk may fill (nothing done is lost: free space and run "
+                f"again to resume, or --reset {stage} to drop the old one first)")
+
+
 def rmtree(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -302,6 +332,7 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
             rmtree(target)
     if fresh and build != target and build.exists():
         rmtree(build)
+    _warn_if_short_of_space(ctx, "data", build, target)
     rec = ctx.mgr.start("data", cfg, None, decision.reason, {
         "profile": ctx.profile, "run_settings": ctx.run_settings, "replaces": _replaced(decision, build != target),
         "staging_dir": rel(build, ctx.workdir) if build != target else None,
@@ -407,6 +438,7 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
         build, fresh = target, True
     if fresh and build != target and build.exists():
         rmtree(build)
+    _warn_if_short_of_space(ctx, "training", build, target)
     resume = not fresh and (build / "last.pt").exists()
     if resume:
         ctx.log(f"[training] resuming from {rel(build / 'last.pt', ctx.workdir)}")
