@@ -58,9 +58,9 @@ def main():
     ap.add_argument("--width", type=positive_int, default=WIDTH, help="the classifier's width (channels of its first layers)")
     ap.add_argument("--out", default=None, type=non_empty_path, help="write the figures as JSON here")
     a = ap.parse_args()
-    import torch                    # not before the arguments are read: --help and bad flags answer at once
     a.real = real_folder(a.real, needs=("strokes_coco.json",))
     check_out(a.out, [a.real])
+    import torch                    # torch only now: --help and bad flags answer at once
     t0 = time.time()
     x_re, y_re = real_patches(a.real)
     print(f"real patches: {len(x_re)} ({', '.join(f'{s} {int((y_re == i).sum())}' for i, s in enumerate(CLASSES))})",

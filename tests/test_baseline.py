@@ -76,9 +76,9 @@ def test_the_baseline_takes_what_system1_detect_takes(tmp_path):
     bgra = np.dstack([cv2.cvtColor(img, cv2.COLOR_GRAY2BGR), np.full_like(img, 255)])
     bgra[60:90, 60:90, :3] = 0
     bgra[60:90, 60:90, 3] = 0                       # black but transparent: the white page shows
-    for image in (tmp_path / "a.png", str(tmp_path / "a.jpg"), Image.open(tmp_path / "a.png"), bgra,
-                  img.astype(np.float32) / 255.0):
-        assert base.detect(image) == want, type(image)
+    with Image.open(tmp_path / "a.png") as pil:
+        for image in (tmp_path / "a.png", str(tmp_path / "a.jpg"), pil, bgra, img.astype(np.float32) / 255.0):
+            assert base.detect(image) == want, type(image)
     with pytest.raises(System1Error, match="missing or unreadable"):
         base.detect(tmp_path / "none.png")
 

@@ -314,7 +314,7 @@ def test_benchmark_help_answers_without_torch():
     for script in scripts:
         for argv, code in ((["--help"], 0), (["--no-such-flag"], 2)):
             proc = subprocess.run([sys.executable, "-X", "importtime", str(script), *argv], capture_output=True,
-                                  text=True, timeout=60, cwd=REPO)
+                                  text=True, timeout=60, cwd=REPO, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
             imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
             assert proc.returncode == code, (script.name, argv, proc.stderr[-500:])
             assert not imported & {"torch", "torchvision"}, (script.name, argv)
@@ -338,22 +338,24 @@ def test_benchmarks_refuse_an_out_over_their_input_and_a_batch_larger_than_the_d
     assert (tmp_path / "ds" / "shapes_coco.json").read_bytes() == coco
 
 
+_LIMITED = ("import os, resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))\n"
+            "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
 def _with_file_size_limit(argv, limit, cwd):
-    """Run ``argv`` where no file may grow past ``limit`` bytes (RLIMIT_FSIZE, SIGXFSZ ignored): each
-    write past it fails with EFBIG, as writes to a full disk fail with ENOSPC, without needing one."""
-    import resource
-    import signal
+    """Run ``argv`` where no file may grow past ``limit`` bytes (RLIMIT_FSIZE, SIGXFSZ ignored, both
+    kept across exec): each write past it fails with EFBIG, as writes to a full disk fail with
+    ENOSPC, without needing one."""
     import subprocess
-
-    def limit_files():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    import sys
+    pytest.importorskip("resource")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300, cwd=cwd,
-                          preexec_fn=limit_files, env=env)
+    return subprocess.run([sys.executable, "-c", _LIMITED, str(limit), *map(str, argv)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env=env)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
 def test_an_image_that_cannot_be_written_whole_is_one_error_line_and_no_broken_file(tmp_path):
     """cv2.imwrite said yes to a write a full disk cut short (an empty or truncated PNG, exit 0)."""
     import sys
@@ -382,7 +384,6 @@ def test_an_image_that_cannot_be_written_whole_is_one_error_line_and_no_broken_f
     assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [f"{k}_overlay.png" for k in range(3)]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
 def test_a_checkpoint_that_cannot_be_written_is_one_error_line_and_the_old_one_kept(tmp_path):
     """torch's zip writer turned the failed write into a RuntimeError: a traceback and exit status 1."""
     import sys
@@ -402,7 +403,6 @@ def test_a_checkpoint_that_cannot_be_written_is_one_error_line_and_the_old_one_k
     assert (tmp_path / "last.prev.pt").read_bytes() == b"the previous checkpoint"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs POSIX resource limits")
 def test_a_dataset_whose_coco_files_cannot_be_written_says_to_rerun_and_the_rerun_finishes(tmp_path):
     import sys
     gen = [sys.executable, "-m", "bongard_system1", "generate", "--out", tmp_path / "d", "--num-images", 64,
@@ -417,3 +417,40 @@ def test_a_dataset_whose_coco_files_cannot_be_written_says_to_rerun_and_the_reru
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["status"] == "complete"
     assert len(json.loads((tmp_path / "d" / "strokes_coco.json").read_text())["images"]) == 64
+    proc = _with_file_size_limit(gen[:5] + [tmp_path / "e"] + gen[6:], 200, tmp_path)   # no image fits
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and \
+        lines[0].startswith(f"error: writing the dataset failed: File too large ({tmp_path / 'e' / 'images'}"), lines
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt_and_leaves_the_old_one(tmp_path, monkeypatch):
+    """torch's zip writer turns the KeyboardInterrupt from a write into a RuntimeError."""
+    import builtins
+
+    import torch
+    from bongard_system1 import train
+
+    class Interrupted:
+        def __init__(self, path, mode):
+            self.f = builtins.open(path, mode)
+
+        def write(self, data):
+            if self.f.tell() > 1000:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"the previous checkpoint")
+    monkeypatch.setattr(train, "open", Interrupted, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        train._atomic_torch_save({"w": torch.ones(100_000)}, str(last))
+    assert last.read_bytes() == b"the previous checkpoint" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

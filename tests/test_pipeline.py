@@ -860,16 +860,17 @@ def test_a_staging_folder_warns_when_the_disk_has_less_room_than_the_folder_it_r
     from bongard_system1.pipeline import stages
     wd = tmp_path / "wd"
     assert run(wd) == 0
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
     assert run(wd, "--force-train") == 0                     # room enough: no warning
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in capsys.readouterr().err
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(stages.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2, 2))
     assert run(wd, "--force-train") == 0
-    out = capsys.readouterr().out
-    size = stages.folder_bytes(wd / "runs" / "smoke")
-    assert size > 0 and "[training] warning: runs/smoke.new is built beside runs/smoke, which stays until it is " \
-        "complete" in out and "0 MiB is free, so the disk may fill" in out, out
+    err = capsys.readouterr().err
+    assert stages.folder_bytes(wd / "runs" / "smoke") > 0
+    assert "[training] warning: runs/smoke.new is built beside runs/smoke, which stays until it is " \
+        "complete" in err and "0 MiB is free, so the disk may fill" in err, err
     assert run(wd, "--force-data") == 0
-    assert "[data] warning: processed_data/smoke_synthetic.new is built beside processed_data/smoke_synthetic" \
-        in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "[data] warning: processed_data/smoke_synthetic.new is built beside processed_data/smoke_synthetic" in err
+    assert "--reset data (which drops the trained run" in err

@@ -107,8 +107,8 @@ def unseparated_shapes(gray: np.ndarray, shape_boxes, *, iou: float = 0.9, compo
 
 class ClassicalBaseline:
     """:func:`classical_shapes` as an object; ``.detect`` (or calling it) can serve as a predict_fn.
-    It takes what ``System1.detect`` takes (a path, a PIL image or an array; see
-    :func:`predict.as_gray`), so either can be swapped for the other."""
+    It takes the images ``System1.detect`` takes (a path, a PIL image or an array; see
+    :func:`predict.as_gray`) and returns dicts (``bbox``, ``score``, ``category``) of shapes."""
 
     name = "classical"
 

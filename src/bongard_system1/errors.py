@@ -22,6 +22,11 @@ def run_guarded(func, *args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except OSError as exc:           # a full disk, a file or folder that cannot be written or read
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"error: {os_error_text(exc)}", file=sys.stderr)
         return 2
+
+
+def os_error_text(exc: OSError) -> str:
+    """``No space left on device (path)``: the system's words and the file, where it names one."""
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    return f"{exc.strerror or exc}{where}"

@@ -23,19 +23,19 @@ def write_bytes_atomic(path, data: bytes) -> None:
     ``path`` is left as it was. The parent folder is created if needed. An OSError (a full disk)
     names ``path`` when the system did not name a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise naming(exc, path) from None
+    except OSError as exc:                          # it names a temporary file that never was
+        raise naming(exc, path, force=True) from None
     umask = os.umask(0)
     os.umask(umask)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~umask)      # mkstemp makes 0600; give the usual permissions
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException as exc:
         try:
@@ -43,15 +43,15 @@ def write_bytes_atomic(path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         if isinstance(exc, OSError):
-            raise naming(exc, path) from None
+            raise naming(exc, path, force=exc.filename == tmp) from None
         raise
     fsync_dir(path.parent)
 
 
-def naming(exc: OSError, path) -> OSError:
-    """``exc`` itself if it names a file, else the same error naming ``path`` (what the one error line
-    of :func:`errors.run_guarded` shows: ``No space left on device (path)``)."""
-    if exc.filename is not None or exc.errno is None:
+def naming(exc: OSError, path, force: bool = False) -> OSError:
+    """``exc`` itself if it names a file (and not ``force``), else the same error naming ``path``
+    (what the one error line of :func:`errors.run_guarded` shows: ``No space left on device (path)``)."""
+    if exc.errno is None or (exc.filename is not None and not force):
         return exc
     return type(exc)(exc.errno, exc.strerror, str(path))
 

@@ -30,7 +30,7 @@ import torch
 
 from .configs import config_diff
 from .errors import System1Error
-from .io_utils import fsync_dir, write_bytes_atomic, write_json_atomic
+from .io_utils import fsync_dir, naming, write_bytes_atomic, write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
@@ -104,8 +104,8 @@ def resolve_device(device="auto"):
 def _atomic_torch_save(obj, path, keep_previous=None):
     """Write ``obj`` to ``path`` whole or not at all: a temporary file, fsynced, then renamed over it
     (the old file first renamed to ``keep_previous`` when given), and the folder fsynced. A failed
-    write (a full disk) is an OSError naming ``path``: torch's zip writer turns the OSError into a
-    RuntimeError ("unexpected pos ...") on its way out, which is unwrapped here."""
+    write (a full disk) is an OSError naming ``path`` and Ctrl-C a KeyboardInterrupt: torch's zip
+    writer turns either into a RuntimeError ("unexpected pos ...") on its way out, unwrapped here."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -117,11 +117,11 @@ def _atomic_torch_save(obj, path, keep_previous=None):
             os.unlink(tmp)
         except OSError:
             pass
-        cause = exc
-        while cause is not None and not isinstance(cause, OSError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(exc, Exception) and cause is not None and cause.errno is not None:
-            raise OSError(cause.errno, cause.strerror, path) from None
+        cause = (exc.__cause__ or exc.__context__) if isinstance(exc, RuntimeError) else None
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        if isinstance(exc, OSError) or isinstance(cause, OSError):
+            raise naming(cause if isinstance(cause, OSError) else exc, path, force=True) from None
         raise
     if keep_previous and os.path.exists(path):
         os.replace(path, keep_previous)

@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 
 from ..configs import config_diff
-from ..errors import System1Error
-from ..io_utils import write_json_atomic
+from ..errors import System1Error, os_error_text
+from ..io_utils import naming, write_json_atomic
 from ..logo.render import render
 from ..logo.sample import sample_image
 from ..settings import DATA_FORMAT_VERSION, IMAGE_SIZE_RANGE, MAX_DATASET_IMAGES
@@ -113,6 +113,8 @@ def _write_file(path, data):
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+    except OSError as exc:                  # os.write names no file
+        raise naming(exc, path) from None
     finally:
         os.close(fd)
 
@@ -407,9 +409,7 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
                 pool.shutdown(cancel_futures=True)
         n_img, n_shapes, n_strokes, n_val = assembler.write(out)
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise System1Error(f"writing the dataset failed: {exc.strerror or exc}{where}; "
-                           "finished images are kept: run the same command again to resume")
+        raise _write_failed(exc)
     finally:
         bar.close()
     if n_img != params["num_images"]:
@@ -422,12 +422,20 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
                 "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,
                 "split": "val: the first round(N*val_fraction) indices of a permutation of the image indices "
                          "seeded by seed (generate.val_ids); each image's record says its split"}
-    write_json_atomic(os.path.join(out, "dataset.json"), manifest)
+    try:
+        write_json_atomic(os.path.join(out, "dataset.json"), manifest)
+    except OSError as exc:
+        raise _write_failed(exc)
     shutil.rmtree(os.path.join(out, ".parts"), ignore_errors=True)
     if not quiet:
         print(f"dataset complete in {out_dir}: {counts['images']} images ({n_img - n_val} train, {n_val} val), "
               f"{counts['shapes']} shapes, {counts['strokes']} strokes; all images checked")
     return manifest
+
+
+def _write_failed(exc: OSError) -> System1Error:
+    return System1Error(f"writing the dataset failed: {os_error_text(exc)}; "
+                        "finished images are kept: run the same command again to resume")
 
 
 def cli_generate(args):

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from ..errors import System1Error
 from . import profiles
-from ..io_utils import sha256_file, write_json_atomic
+from ..io_utils import naming, sha256_file, write_json_atomic
 from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, now_text, rel
 
 DEFAULT_REAL_DATA = "../shared/real-bongard-logo/shapes_coco.json"
@@ -76,8 +76,11 @@ class Reporter:
     def __call__(self, text: str = "", err: bool = False) -> None:
         print(text, file=sys.stderr if err else sys.stdout, flush=True)
         if self.log_path is not None:
-            with open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.write(f"{now_text()}  {text}\n")
+            try:
+                with open(self.log_path, "a", encoding="utf-8") as fh:
+                    fh.write(f"{now_text()}  {text}\n")
+            except OSError as exc:          # a full disk: the buffered write names no file
+                raise naming(exc, self.log_path) from None
 
 
 def resolve_real_data(value: str | None) -> str | None:
@@ -167,33 +170,39 @@ def _staging(target: Path) -> Path:
 
 
 def folder_bytes(path: Path) -> int:
-    """The bytes of every file under ``path`` (links not followed)."""
+    """The disk space the files under ``path`` take (blocks where the system counts them, links not
+    followed)."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(root, name)).st_size
+                st = os.lstat(os.path.join(root, name))
             except OSError:
-                pass
+                continue
+            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
     return total
 
 
 def _warn_if_short_of_space(ctx: "Context", stage: str, build: Path, target: Path) -> None:
     """A staging folder is built beside the folder it replaces, which stays until the new one is
-    complete: say so up front when the disk has less room than the old folder takes (about what the
-    new one will need), rather than let a full disk stop the run hours in."""
+    complete: say so up front when the disk has less room free than the old folder takes (about what
+    the new one needs, less what a resumed staging folder holds already), rather than let a full
+    disk stop the run hours in."""
     if build == target or not target.is_dir():
         return
-    need = folder_bytes(target)
     try:
         free = shutil.disk_usage(build.parent).free
     except OSError:
         return
-    if free < need:
+    old = folder_bytes(target)
+    need = old - (folder_bytes(build) if build.is_dir() else 0)
+    if need > free:
+        drop = ("--reset training (which drops the evaluation too)" if stage == "training" else
+                "--reset data (which drops the trained run and the evaluation too)")
         ctx.log(f"[{stage}] warning: {rel(build, ctx.workdir)} is built beside {rel(target, ctx.workdir)}, which "
-                f"stays until it is complete and takes {need / 2**20:,.0f} MiB, about what the new one needs; "
-                f"{free / 2**20:,.0f} MiB is free, so the disk may fill (nothing done is lost: free space and run "
-                f"again to resume, or --reset {stage} to drop the old one first)")
+                f"stays until it is complete; the old one takes {old / 2**20:,.0f} MiB, about what the "
+                f"new one needs, and {free / 2**20:,.0f} MiB is free, so the disk may fill (nothing done is lost: "
+                f"free space and run again to resume, or {drop} to delete the old one first)", err=True)
 
 
 def rmtree(path: Path) -> None:
