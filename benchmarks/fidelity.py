@@ -14,7 +14,20 @@ import os
 
 from _common import REAL_DEFAULT, check_out, parser, real_folder, run, write_out
 from bongard_system1.argtypes import non_empty_path
+from bongard_system1.data.coco import read_coco
+from bongard_system1.errors import System1Error
 from bongard_system1.logo.fidelity import fidelity_report, ink_report, stamp_hole_report
+
+
+PLACEMENT = ("action_program", "start_coordinates", "start_orientation", "scaling_factor")
+
+
+def check_programs(path) -> None:
+    """The file must be a COCO file whose shape annotations carry what re-rendering them needs."""
+    doc = read_coco(path)                      # not JSON, not COCO: one error line
+    if not doc["annotations"] or any(any(k not in a for k in PLACEMENT) for a in doc["annotations"]):
+        raise System1Error(f"--real {path}: its annotations carry no action programs and placements "
+                           f"({', '.join(PLACEMENT)}): give the real set's folder or its shapes_coco.json")
 
 
 def main():
@@ -26,6 +39,7 @@ def main():
     if not os.path.isfile(a.real):
         a.real = os.path.join(real_folder(a.real, needs=("shapes_coco.json",)), "shapes_coco.json")
     check_out(a.out, [a.real, os.path.dirname(os.path.abspath(a.real))])
+    check_programs(a.real)
     rep = fidelity_report(a.real)
     rep["ink"] = [ink_report(a.real, size) for size in (416, 512)]
     rep["stamp_holes"] = stamp_hole_report(a.real, max_images=100)

@@ -183,6 +183,18 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
     assert json.loads(mine.read_text())
 
 
+@pytest.mark.parametrize("command, outcome", [("evaluate", "every figure will be 0"),
+                                              ("predict", "no detection will be written")])
+def test_a_model_that_finds_none_of_the_files_categories_is_warned_of(tmp_path, capsys, command, outcome):
+    coco = _real_like(tmp_path, categories=lambda cats: cats[0].update(name="line"))   # a strokes file
+    assert exit_code([command, "--model", "baseline", "--coco", coco, "--out", tmp_path / "o.json"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: baseline detects shape only and {coco} holds line: {outcome}" in err, err
+    coco = _real_like(tmp_path)                                                       # a shapes file: no warning
+    assert exit_code([command, "--model", "baseline", "--coco", coco, "--out", tmp_path / "o.json"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_images_are_written_only_under_image_names(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name in ("shape.txt", "shape.jpg"):      # a JPEG's artefacts would spread ink past the boxes
@@ -302,6 +314,25 @@ def test_benchmark_scripts_give_one_error_line_before_any_work(tmp_path, script,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says.format(tmp=tmp_path) in lines[0], lines
     assert [p.name for p in tmp_path.iterdir()] == []           # nothing written
+
+
+@pytest.mark.parametrize("content, says", [
+    ("{not json", "COCO file is not valid JSON"),
+    (json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 512, "height": 512}],
+                 "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9]}],
+                 "categories": [{"id": 1, "name": "shape"}]}), "its annotations carry no action programs"),
+])
+def test_the_fidelity_benchmark_refuses_a_coco_file_it_cannot_re_render(tmp_path, content, says):
+    import subprocess
+    import sys
+    from .conftest import REPO
+    given = tmp_path / "in" / "mine.json"
+    given.parent.mkdir()
+    given.write_text(content)
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fidelity.py"), "--real", str(given)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], lines
 
 
 def test_benchmark_help_answers_without_torch():

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bongard_system1.data.generate import generate_dataset
+from bongard_system1.data.generate import generate_dataset, repair_dataset
 from bongard_system1.errors import System1Error
 
 from .conftest import run_cli
@@ -168,6 +168,17 @@ def test_a_missing_or_damaged_image_of_a_finished_dataset_is_drawn_again_on_reru
     assert "2 damaged or missing image(s) drawn again" in proc.stdout
     assert proc.stderr == ""                     # no decoder noise about the damaged file
     assert tree_digest(out) == tree_digest(ref)
+
+
+def test_repair_dataset_draws_missing_and_damaged_images_again_from_the_manifest(tmp_path):
+    """What the pipeline calls on a dataset whose stage is done: the parameters come from dataset.json."""
+    out = tmp_path / "ds"
+    generate_dataset(out, 12, 64, seed=3, workers=1, progress=False, quiet=True)
+    before = tree_digest(out)
+    (out / "images" / "000002.png").unlink()
+    (out / "images" / "000007.png").write_bytes(b"xx")
+    assert repair_dataset(str(out), workers=1)["redrawn"] == 2
+    assert tree_digest(out) == before and repair_dataset(str(out), workers=1)["redrawn"] == 0
 
 
 def test_an_image_that_cannot_be_drawn_again_the_same_is_refused(tmp_path):

@@ -39,7 +39,7 @@ class Killed(BaseException):
 @pytest.fixture
 def fakes(monkeypatch):
     """Fake generate_dataset / train_detector / load_checkpoint_model / evaluate_model."""
-    state = {"generate": [], "train": [], "evaluate": [], "fail": set(), "metrics": {"AP": 0.9, "AP50": 0.97}}
+    state = {"generate": [], "train": [], "evaluate": [], "repaired": [], "fail": set(), "metrics": {"AP": 0.9, "AP50": 0.97}}
 
     def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_fraction=0.1, max_shapes=3,
                          progress=True):
@@ -60,6 +60,22 @@ def fakes(monkeypatch):
                     "status": "complete", "num_images": num_images, "num_train": num_images - nval, "num_val": nval}
         (out / "dataset.json").write_text(json.dumps(manifest))
         return manifest
+
+    def repair_dataset(out, workers=None):
+        """As the real one: missing images drawn again (a fake image is its bytes b"png"), a damaged
+        one that cannot be drawn again the same is an error."""
+        out = Path(out)
+        names = [im["file_name"] for im in json.loads((out / "shapes_coco.json").read_text())["images"]]
+        if "repair" in state["fail"]:
+            raise System1Error(f"dataset check failed: image {out / names[0]} is damaged, and drawing it again "
+                               "does not give the image recorded")
+        redrawn = 0
+        for name in names:
+            if not (out / name).is_file() or (out / name).read_bytes() != b"png":
+                (out / name).write_bytes(b"png")
+                redrawn += 1
+        state["repaired"].append(redrawn)
+        return {"images": len(names), "redrawn": redrawn}
 
     def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", epochs=12, batch_size=8,
                        image_size=320, device="auto", workers=None, seed=0, lr=None, time_budget=None,
@@ -96,7 +112,7 @@ def fakes(monkeypatch):
         def load(cls, path, device="auto", shape_mode="hybrid", test_size=None, views=None, amp=True):
             return cls()
 
-    mods = {"bongard_system1.data.generate": {"generate_dataset": generate_dataset},
+    mods = {"bongard_system1.data.generate": {"generate_dataset": generate_dataset, "repair_dataset": repair_dataset},
             "bongard_system1.train": {"train_detector": train_detector, "load_checkpoint_model": load_checkpoint_model,
                                       "resolve_device": lambda device="auto": "cpu" if device == "auto" else device},
             "bongard_system1.evaluate": {"evaluate_model": evaluate_model},
@@ -284,17 +300,40 @@ def test_garbage_record_is_reported_and_recovered(fakes, tmp_path, capsys):
     assert ok
 
 
-def test_deleted_dataset_or_images_regenerate_and_cascade(fakes, tmp_path, capsys):
+def test_missing_or_damaged_images_are_drawn_again_in_place(fakes, tmp_path, capsys):
+    """A dataset's images, deleted or damaged after its stage finished, are drawn again in place by
+    the next run (the same bytes: nothing downstream reruns); --status says so of missing ones."""
     wd = tmp_path / "wd"
     run(wd)
-    (wd / "processed_data" / "smoke_synthetic" / "images" / "000003.png").unlink()
+    images = wd / "processed_data" / "smoke_synthetic" / "images"
+    (images / "000003.png").unlink()
     lines, ok = pipeline_status(wd)
-    assert not ok and any("23 images on disk, 24 recorded" in line for line in lines)
+    assert ok and any("up to date (1 of 24 images missing: the next run draws them again)" in line for line in lines)
     capsys.readouterr()
     run(wd)
     out = capsys.readouterr().out
-    assert "[data] running: output missing" in out and ran_stages(out) == ["data", "training", "evaluation"]
+    assert ran_stages(out) == [] and "1 missing or damaged image(s) drawn again" in out
+    assert (images / "000003.png").read_bytes() == b"png" and fakes["repaired"] == [1]
+    (images / "000005.png").write_bytes(b"xx")           # damaged: only a run, which reads them all, sees it
+    assert pipeline_status(wd)[1]
+    run(wd)
+    out = capsys.readouterr().out
+    assert ran_stages(out) == [] and "1 missing or damaged image(s) drawn again" in out
+    assert (images / "000005.png").read_bytes() == b"png" and len(fakes["generate"]) == 1
+
+
+def test_unrepairable_images_regenerate_and_cascade(fakes, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    run(wd)
+    fakes["fail"].add("repair")
+    capsys.readouterr()
+    run(wd)
+    out = capsys.readouterr().out
+    assert "[data] running: output corrupt: image" in out and ran_stages(out) == ["data", "training", "evaluation"]
     assert "[training] running: upstream changed" in out
+    (wd / "processed_data" / "smoke_synthetic" / "images" / "000099.png").write_bytes(b"png")  # one image too many
+    lines, ok = pipeline_status(wd)
+    assert not ok and any("output changed: 25 images on disk, 24 recorded" in line for line in lines)
 
 
 def test_an_edited_annotation_file_regenerates_the_data_and_cascades(fakes, tmp_path, capsys):
@@ -671,7 +710,10 @@ def test_bad_input_is_one_line_and_non_zero(fakes, tmp_path, capsys):
         assert f"work directory {blocker} is a file" in err and err.count("\n") == 1, err
     assert blocker.read_text() == "x"
     assert run(tmp_path / "wd", real=str(tmp_path / "missing.json")) == 2
-    assert "real data file not found" in capsys.readouterr().err
+    assert f"real data {tmp_path / 'missing.json'}: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "wd", real=str(tmp_path / "empty")) == 2
+    assert f"real data file not found: {tmp_path / 'empty' / 'shapes_coco.json'}" in capsys.readouterr().err
     assert run(tmp_path / "wd", "--dataset_size", "1") == 2         # a quarter of one image rounds to none
     assert "gives 0 validation and 1 training images" in capsys.readouterr().err
     (tmp_path / "wd2").mkdir()
@@ -792,7 +834,7 @@ def test_validate_phase1_table_and_exit_status(fakes, tmp_path, capsys, real_set
     assert "(a run without these flags is a professional run" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     for more, says in (([], "compared with the default profile (professional)"),
-                       (["--epochs", "3"], "compared with: --profile professional")):
+                       (["--epochs", "3"], "compared with: --profile professional --epochs 3\n")):
         assert cli.validate_main(["--status", "--workdir", str(tmp_path / "empty"), *more]) == 0
         assert says in capsys.readouterr().out
     # a professional run that trains on the CPU says it is meant for a GPU, with its own figures (and runs);
@@ -874,3 +916,13 @@ def test_a_staging_folder_warns_when_the_disk_has_less_room_than_the_folder_it_r
     err = capsys.readouterr().err
     assert "[data] warning: processed_data/smoke_synthetic.new is built beside processed_data/smoke_synthetic" in err
     assert "--reset data (which drops the trained run" in err
+
+
+def test_cuda_asked_for_without_a_gpu_is_refused_before_the_data_stage(tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    wd = tmp_path / "wd"
+    assert run(wd, "--device", "cuda") == 2
+    assert "--device cuda asked for, but no CUDA device is available" in capsys.readouterr().err
+    assert not (wd / "processed_data").exists() and not (wd / "checkpoints" / "data_generation.json").exists()

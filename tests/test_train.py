@@ -67,6 +67,14 @@ def test_epoch_plan_puts_the_first_half_of_the_one_cycle_epochs_at_the_early_siz
     assert epoch_plan(1, 0.25, 128, 0.75)[1] == 0
 
 
+def test_a_run_of_exactly_five_optimizer_steps_trains(data, tmp_path):
+    """torch's OneCycleLR divides by zero over 5 steps at pct_start 0.2 (a warm-up of one step):
+    30 training images at batch 6 for one epoch are 5 steps."""
+    res = train_detector(data, tmp_path / "r5", epochs=1, batch_size=6, image_size=64, progress=False,
+                         stamp_images=0, rescore_images=0)
+    assert len(res["history"]) == 1 and len(_rows(tmp_path / "r5" / "metrics.csv")) == 1
+
+
 def test_early_epochs_see_smaller_images_with_their_boxes_scaled_alike(run, data):
     out, _ = run
     assert [r["image_size"] for r in _rows(out / "metrics.csv")] == ["96", "128"]

@@ -53,53 +53,59 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a synthetic Bongard-LOGO dataset with COCO boxes")
     g.add_argument("--out", required=True, type=_path, help="output folder")
-    g.add_argument("--num-images", type=_image_count, required=True)
-    g.add_argument("--image-size", type=_image_px, default=416)
-    g.add_argument("--seed", type=_seed, default=0)
+    g.add_argument("--num-images", type=_image_count, required=True, help="images to draw (train and val together)")
+    g.add_argument("--image-size", type=_image_px, default=416, help="image side in px (default 416, as the quick profile)")
+    g.add_argument("--seed", type=_seed, default=0, help="each image comes from its own stream of this seed (default 0)")
     g.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
-    g.add_argument("--val-fraction", type=_fraction, default=0.1)
-    g.add_argument("--max-shapes", type=_max_shapes, default=3, help="shapes per image: 1 to this (at most 8)")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of the images in the val split (default 0.1)")
+    g.add_argument("--max-shapes", type=_max_shapes, default=3, help="shapes per image: 1 to this (at most 8; default 3)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     g.set_defaults(handler="bongard_system1.data.generate:cli_generate")
 
     d = sub.add_parser("draw", help="render one image from action strings (one --program per shape)")
     d.add_argument("--program", action="append", required=True,
-                   help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750")
+                   help="comma-separated action strings of one shape, e.g. line_zigzag_0.500-0.500,arc_normal_0.500_0.625-0.750; "
+                        "repeat the flag for more shapes (a grid of slots, one a shape)")
     d.add_argument("--out", required=True, type=_png_path, help="PNG file to write (lossless: a JPEG's artefacts would move the boxes)")
-    d.add_argument("--size", type=_image_px, default=512)
+    d.add_argument("--size", type=_image_px, default=512, help="image side in px (default 512, as the real set)")
     d.add_argument("--scale", type=_turtle_scale, default=180.0, help="scaling factor of every shape (turtle units; 180 is the original's base); a shape too large for its slot is shrunk to fit, with a warning")
     d.set_defaults(handler="bongard_system1.logo.render:cli_draw")
 
     v = sub.add_parser("preview", help="draw a grid of dataset images with their boxes")
     v.add_argument("--data", required=True, type=_path, help="dataset folder (or a folder with shapes_coco.json)")
     v.add_argument("--out", required=True, type=_path, help="image file to write (PNG)")
-    v.add_argument("--num", type=_positive_int, default=16)
+    v.add_argument("--num", type=_positive_int, default=16, help="images in the grid (default 16)")
     v.add_argument("--strokes", action="store_true", help="draw stroke boxes too")
     v.set_defaults(handler="bongard_system1.data.preview:cli_preview")
 
     t = sub.add_parser("train", help="train the detector (resumes after a kill)")
     t.add_argument("--data", required=True, type=_path, help="dataset folder written by 'system1 generate'")
     t.add_argument("--out", required=True, type=_path, help="run folder: last.pt, best.pt, config.json, metrics.csv")
-    t.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18")
-    t.add_argument("--categories", choices=["shapes", "strokes", "all"], default="all")
+    t.add_argument("--backbone", choices=["resnet18", "resnet50"], default="resnet18", help="default resnet18")
+    t.add_argument("--categories", choices=["shapes", "strokes", "all"], default="all",
+                   help="what the detector learns: shapes, strokes (line and arc, each with its style) or all (default)")
     t.add_argument("--epochs", type=_positive_int, default=8, help="default 8, as the quick profile")
-    t.add_argument("--batch-size", type=_positive_int, default=8)
+    t.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="default 8; the peak learning rate scales with sqrt(batch / 8)")
     t.add_argument("--image-size", type=_image_px, default=416,
                    help="training input size in px (default 416, as the quick profile)")
     t.add_argument("--early-scale", type=_scale, default=0.75, metavar="F",
                    help="progressive resizing: the first half of the one-cycle epochs train at F times the "
                         "image size (default 0.75: 320 px for 416, as the quick profile; 1: off)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--workers", type=_non_negative_int, default=None, help="loader processes (default: 0 on CPU)")
-    t.add_argument("--seed", type=_seed, default=0)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: CUDA when there is one")
+    t.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="loader processes (default: 0 on CPU, up to 6 on CUDA)")
+    t.add_argument("--seed", type=_seed, default=0, help="default 0; on one CPU a run is deterministic")
     t.add_argument("--lr", type=_positive_float, default=None, help="peak OneCycleLR learning rate")
     t.add_argument("--time-budget", type=_positive_float, default=None, help="minutes; epochs shrink to fit")
     t.add_argument("--stamp-images", type=_non_negative_int, default=3000, metavar="N",
-                   help="synthetic images for the stamp vote trained after the detector (0: none)")
+                   help="synthetic images for the stamp vote trained after the detector (default 3000; 0: none; "
+                        "else at least 50)")
     t.add_argument("--rescore-images", type=_non_negative_int, default=800, metavar="N",
-                   help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
+                   help="synthetic images whose detections train the stroke rescorer after the stamp vote "
+                        "(default 800; 0: none)")
     t.add_argument("--restart", action="store_true", help="start over even if the --out folder holds a run with another config")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     t.set_defaults(handler="bongard_system1.train:cli_train")
 
     e = sub.add_parser("evaluate", help="COCO metrics of a model (or the classical baseline) on a COCO file")
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--coco", required=True, type=_path, help="shapes_coco.json or strokes_coco.json")
     e.add_argument("--images-root", default=None, type=_path, help="folder the file names are relative to")
     e.add_argument("--out", required=True, type=_path, help="metrics JSON to write")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: CUDA when there is one")
     e.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid",
                    help="how shape boxes meet the ink (see the README)")
     e.add_argument("--stroke-mode", choices=["snap", "model"], default="snap", help=_STROKE_MODE_HELP)
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"cover ink no kept stroke covers (default {PARSE_MIN_SCORE:g}, "
                         "chosen for a model with its stroke rescorer; whatever --score-threshold and the "
                         "--coco file's categories keep in --out)")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: CUDA when there is one")
     r.add_argument("--score-threshold", type=_unit, default=0.05,
                    help="write detections scored this or more (default 0.05, the lowest the model keeps)")
     r.add_argument("--shape-mode", choices=["hybrid", "snap", "model"], default="hybrid")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .boxes import greedy_match, pairwise_iou_xywh
-from .data.coco import check_usable, read_coco
+from .data.coco import check_usable, read_coco, warn_if_nothing_in_common
 from .errors import System1Error
 from .io_utils import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
 
@@ -382,12 +382,7 @@ def evaluate_model(model_path, coco_path, images_root=None, device="auto", progr
     check_images(scored, Path(images_root) if images_root is not None else Path(coco_path).parent)
     det = detector if detector is not None else _detector(model_path, device, shape_mode, test_size, stamp_vote,
                                                            views, amp, stroke_mode, rescore)
-    kinds = {str(n).split("/")[0] for n in getattr(det, "names", None) or ["shape"]}
-    wanted = {c.get("name") for c in gt["categories"]}
-    if not kinds & wanted:
-        import sys
-        print(f"warning: {model_path} detects {', '.join(sorted(kinds))} only and {coco_path} holds "
-              f"{', '.join(sorted(map(str, wanted)))}: every figure will be 0", file=sys.stderr)
+    warn_if_nothing_in_common(det, [c.get("name") for c in gt["categories"]], model_path, coco_path)
 
     def predict_fn(gray):
         return [d if isinstance(d, dict) else d.to_dict() for d in det.detect(gray)]

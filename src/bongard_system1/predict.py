@@ -650,6 +650,7 @@ def note_flags_the_baseline_ignores(args) -> None:
 
 def cli_predict(args):
     from tqdm import tqdm
+    from .data.coco import warn_if_nothing_in_common
     from .io_utils import check_not_an_input, check_output_file, coco_folder, make_output_dir, write_json_atomic
     if args.images is not None and args.images_root is not None:
         raise System1Error("--images-root goes with --coco (the folder its file names are relative to); "
@@ -681,6 +682,8 @@ def cli_predict(args):
                                 test_size=args.test_size, stamp_vote=not args.no_stamp_vote,
                                 views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode,
                                 rescore=not args.no_rescore)
+    if cats is not None:
+        warn_if_nothing_in_common(detector, cats, args.model, args.coco, "no detection will be written")
     if args.parse_out and getattr(detector, "rescorer", True) is None:
         print(f"note: the stroke scores are not rescored (no rescorer for these settings), so "
               f"--parse-min-score {args.parse_min_score:g} keeps other strokes than it was chosen for",

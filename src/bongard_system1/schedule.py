@@ -23,6 +23,16 @@ def epoch_plan(epochs, swa_fraction, image_size, early_scale):
     return swa_epochs, early_epochs, early_size
 
 
+def one_cycle_warmup(total_steps, pct_start=0.2):
+    """``pct_start`` for torch's OneCycleLR over ``total_steps``. Its warm-up ends at step
+    ``pct_start * total_steps - 1``, and it divides by that length: zero at exactly one step (5 steps
+    at 0.2), a ZeroDivisionError. Then the warm-up is left out, as torch leaves it out of fewer
+    steps (each starts near the peak); any other run keeps ``pct_start``."""
+    if abs(pct_start * total_steps - 1.0) < 1e-9:
+        return 0.5 / total_steps
+    return pct_start
+
+
 def remaining_epoch_seconds(history, epochs, early_epochs, early_size, image_size):
     """Seconds the epochs after ``history`` should take, from the ones done: an epoch at a size
     already trained costs the mean of those; one at a new size, the last epoch scaled by the pixel

@@ -34,7 +34,7 @@ from .io_utils import fsync_dir, naming, write_bytes_atomic, write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
 from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
-from .schedule import epoch_plan, format_duration, remaining_epoch_seconds
+from .schedule import epoch_plan, format_duration, one_cycle_warmup, remaining_epoch_seconds
 from .settings import MIN_STAMP_IMAGES, RESCORER_VERSION, STAMP_VOTE_VERSION
 
 
@@ -287,6 +287,10 @@ def plot_curves(history, path):
     write_bytes_atomic(path, png.getvalue())
 
 
+def _why(exc: Exception) -> str:
+    return (exc.strerror or str(exc)) if isinstance(exc, OSError) else "not valid JSON"
+
+
 def _dataset_signature(data_dir):
     path = os.path.join(data_dir, "dataset.json")
     if os.path.exists(path):
@@ -294,10 +298,10 @@ def _dataset_signature(data_dir):
             with open(path) as f:
                 m = json.load(f)
         except (OSError, ValueError) as exc:
-            raise System1Error(f"{path} is not a readable dataset manifest ({exc.__class__.__name__}); "
-                               "generate the dataset again") from None
+            raise System1Error(f"{path} is not a readable dataset manifest ({_why(exc)}); "
+                               "delete the folder and generate the dataset again") from None
         if not isinstance(m, dict):
-            raise System1Error(f"{path} is not a dataset manifest; generate the dataset again")
+            raise System1Error(f"{path} is not a dataset manifest; delete the folder and generate the dataset again")
         if m.get("status") not in (None, "complete"):
             raise System1Error(f"{data_dir} is not finished ({path} says {m.get('status')!r}): run the same "
                                "'system1 generate' again to finish it")
@@ -486,7 +490,8 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
         bad = unreadable_images(train_set.records + val_set.records)
         if bad:
             raise System1Error(f"{len(bad)} image(s) of {data_dir} are missing, unreadable or not the size their "
-                               f"record says (first: {bad[0]}); generate the dataset again")
+                               f"record says (first: {bad[0]}); run the same 'system1 generate' command again, "
+                               "which draws them again")
     n_workers = workers if workers is not None else (0 if dev == "cpu" else min(6, os.cpu_count() or 1))
     gen = torch.Generator()
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True
@@ -516,8 +521,10 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
     main_epochs = epochs - swa_epochs
     peak = cfg.peak_lr(len(train_set))
     opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=main_epochs * steps_per_epoch,
-                                                pct_start=0.2, div_factor=20.0, final_div_factor=50.0)
+    total_steps = main_epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak, total_steps=total_steps,
+                                                pct_start=one_cycle_warmup(total_steps, 0.2), div_factor=20.0,
+                                                final_div_factor=50.0)
     swa_model = AveragedModel(model) if swa_epochs else None
     swa_every = max(1, steps_per_epoch // 4)    # SWA averages a few snapshots per epoch
     swa_sched = SWALR(opt, swa_lr=peak * 0.05, anneal_epochs=1) if swa_epochs else None

@@ -101,6 +101,18 @@ def coco_problem(data: dict, sized: bool = False) -> str | None:
 MODEL_CATEGORIES = ("shape", "line", "arc")
 
 
+def warn_if_nothing_in_common(detector, names, model, path, outcome="every figure will be 0") -> None:
+    """A warning on stderr when ``detector`` (a System1, whose ``names`` are its classes, or the
+    baseline, which finds shapes) finds none of the categories ``names`` of the COCO file ``path``:
+    a shapes-only model on a strokes file scores 0 and predicts nothing for it."""
+    import sys
+    kinds = {str(n).split("/")[0] for n in getattr(detector, "names", None) or ["shape"]}
+    wanted = {str(n) for n in names}
+    if not kinds & wanted:
+        print(f"warning: {model} detects {', '.join(sorted(kinds))} only and {path} holds "
+              f"{', '.join(sorted(wanted))}: {outcome}", file=sys.stderr)
+
+
 def check_usable(gt: dict, path, *, need_boxes: bool = True) -> None:
     """Refuse a COCO dict that gives a model nothing to do: no image, no box (to score against) or
     no category named shape, line or arc (instead of an AP of 0 or an empty output)."""

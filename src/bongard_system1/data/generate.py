@@ -324,6 +324,15 @@ def damaged_images(out, images, workers=1) -> list[str]:
     return [name for names in map(_unreadable, jobs) for name in names]
 
 
+def repair_dataset(out, workers=None) -> dict:
+    """Check a finished dataset (see :func:`validate_dataset`) and draw its missing or damaged images
+    again from the parameters its manifest records: the same bytes, so its COCO files stay true.
+    Returns the counts, ``redrawn`` among them; a dataset that cannot be so repaired is a
+    System1Error."""
+    params = (_read_manifest(out) or {}).get("params") or None
+    return validate_dataset(out, int(workers or usable_cores()), redraw_params=params)
+
+
 def _repair(out, params, names, images) -> int:
     """Redraw the damaged images ``names`` of a complete dataset (each image comes from its own
     seeded stream, so it is drawn again exactly); returns how many were redrawn. Refuses a name

@@ -146,7 +146,8 @@ def do_status(args, default_profile: str | None = None) -> int:
         real = resolve_real_data(args.real_data)
     workdir = Path(args.workdir).expanduser()
     check_workdir(workdir)
-    lines, _ = pipeline_status(workdir, settings, real, explicit=explicit, default_profile=default_profile)
+    lines, _ = pipeline_status(workdir, settings, real, explicit=explicit, default_profile=default_profile,
+                               overrides=_overrides(args))
     print("\n".join(lines))
     return 0
 

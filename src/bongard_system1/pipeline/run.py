@@ -14,7 +14,7 @@ from pathlib import Path
 from ..io_utils import write_json_atomic
 from .lock import PipelineLock
 from .records import STAGES, library_versions, now_text, rel
-from .stages import (Context, Reporter, RunOptions, check_real_data, check_writable, stage_data, unrecorded,
+from .stages import (DEFAULT_REAL_DATA, Context, Reporter, RunOptions, check_real_data, check_writable, stage_data, unrecorded,
                      stage_evaluation, stage_training)
 
 
@@ -25,12 +25,17 @@ def run_pipeline(opts: RunOptions) -> dict:
     profile = opts.settings["profile"]
     check_writable(workdir, results_path(workdir, profile, opts.checkpoint))
     check_real_data(opts.real_data)
+    if str(opts.settings.get("device", "auto")).startswith("cuda"):   # no GPU: said before the data stage
+        from ..train import resolve_device
+        resolve_device(opts.settings["device"])
     with PipelineLock(workdir):
         log = Reporter(workdir / "logs" / (opts.log_name or f"{profile}_training{unrecorded(opts.checkpoint)}.log"))
         log(f"System 1 pipeline: profile {profile}, work directory {workdir}"
             + ("" if opts.checkpoint else " (no checkpoint records)"))
         if opts.real_data is None:
-            log("note: no real set (give --real-data FILE); the real target will count as not met")
+            where = ("--real-data none" if Path(DEFAULT_REAL_DATA).is_file() else
+                     f"none at {DEFAULT_REAL_DATA} from {Path.cwd()}; give --real-data FOLDER_OR_FILE")
+            log(f"note: no real set ({where}); the real target will count as not met")
         ctx = Context(opts, log)
         t0 = time.time()
         data_rec, data_ran = stage_data(ctx)

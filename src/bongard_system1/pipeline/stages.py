@@ -92,12 +92,16 @@ def resolve_real_data(value: str | None) -> str | None:
         if not value.strip():
             raise System1Error("--real-data is empty: give a COCO file, its folder, or none")
         path = Path(value).expanduser()
+        if not path.exists():
+            raise System1Error(f"real data {value}: no such file or folder (give the real set's folder, "
+                               "its shapes_coco.json, or none)")
         if path.is_dir():
             path = path / "shapes_coco.json"
         elif path.name == "strokes_coco.json" and path.with_name("shapes_coco.json").is_file():
             path = path.with_name("shapes_coco.json")     # the set is named by its shapes file either way
         if not path.is_file():
-            raise System1Error(f"real data file not found: {path}")
+            raise System1Error(f"real data file not found: {path} (give the real set's folder, holding "
+                               "shapes_coco.json, or a COCO file)")
         return str(path.resolve())
     path = Path(DEFAULT_REAL_DATA)
     return str(path.resolve()) if path.is_file() else None
@@ -324,11 +328,15 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     s = ctx.settings
     cfg = profiles.data_config(s)
     decision = ctx.mgr.decide("data", cfg, None, force=ctx.forced("data"))
+    redrawn = 0
+    if not decision.run and ctx.opts.checkpoint:
+        decision, redrawn = _check_images(ctx, decision)
     ctx.announce("data", decision)
     if not decision.run:
         rec = decision.record
+        fixed = f"; {redrawn} missing or damaged image(s) drawn again" if redrawn else ""
         ctx.log(f"[data] skipped: {rec['validation']['num_images']} images at {rec['config']['image_size']} px, "
-                f"complete since {rec['finished']} ({rel(ctx.mgr.abs(rec['outputs']['dir']), ctx.workdir)})")
+                f"complete since {rec['finished']} ({rel(ctx.mgr.abs(rec['outputs']['dir']), ctx.workdir)}){fixed}")
         ctx.stage_seconds["data"] = 0.0
         return rec, False
 
@@ -350,13 +358,8 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     try:
         from ..data.generate import generate_dataset   # lazy: numpy, cv2
 
-        # drawing is CPU-bound and its processes end with the stage: every core this process may use,
-        # unless --workers says otherwise (0: one process); a profile's loader count does not cap it
-        given = (ctx.opts.overrides or {}).get("workers")
-        if given is None and s.get("workers") == 0:
-            given = 0                               # a profile that keeps to one process (smoke)
         manifest = generate_dataset(str(build), num_images=s["dataset_size"], image_size=s["image_size"],
-                                    seed=s["seed"], workers=None if given is None else max(1, given),
+                                    seed=s["seed"], workers=_drawing_workers(ctx),
                                     val_fraction=s["val_fraction"], max_shapes=s["max_shapes"],
                                     progress=ctx.opts.progress)
         counts = _dataset_counts(build, manifest, s["dataset_size"])
@@ -381,6 +384,37 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     ctx.log(f"[data] complete: {counts['num_images']} images ({counts['num_train']} train, {counts['num_val']} val) "
             f"at {s['image_size']} px in {seconds:.1f} s -> {rel(target, ctx.workdir)}")
     return rec, True
+
+
+def _drawing_workers(ctx: Context) -> int | None:
+    """Processes that draw or check the dataset (CPU-bound, and they end with the stage): every core
+    this process may use (None), unless --workers says otherwise (0: one process); a profile's loader
+    count does not cap it."""
+    given = (ctx.opts.overrides or {}).get("workers")
+    if given is None and ctx.settings.get("workers") == 0:
+        given = 0                               # a profile that keeps to one process (smoke)
+    return None if given is None else max(1, given)
+
+
+def _check_images(ctx: Context, decision: Decision) -> tuple[Decision, int]:
+    """Before a skipped data stage's images are trained or scored on: every image is read and
+    checked against the CRC-32 its record keeps (about 1 s for the quick profile's 4,000), and a
+    missing or damaged one is drawn again in place from its own seed, the same bytes, so the stage
+    and those after it stay done. A dataset that cannot be repaired so (one drawn by another
+    generator or OpenCV version) is made again. Returns the decision and how many were redrawn."""
+    from ..data.generate import repair_dataset   # lazy: numpy, cv2
+
+    rec = decision.record
+    try:
+        counts = repair_dataset(str(ctx.mgr.abs(rec["outputs"]["dir"])), _drawing_workers(ctx))
+    except System1Error as exc:
+        if str(exc).startswith("cannot repair"):      # a write that failed (a full disk): the error as it is
+            raise
+        text = str(exc).removeprefix("dataset check failed: ")
+        return Decision(True, f"output corrupt: {text}", rec, decision.warning), 0
+    if decision.reason.startswith("complete and valid (") and "images missing" in decision.reason:
+        decision = Decision(False, "complete and valid", rec, decision.warning)   # drawn again: said below
+    return decision, counts["redrawn"]
 
 
 def _dataset_counts(folder: Path, manifest: dict, expected: int) -> dict:

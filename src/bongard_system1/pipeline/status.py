@@ -28,12 +28,14 @@ def _latest_run_settings(mgr: CheckpointManager) -> dict | None:
 
 
 def pipeline_status(workdir, settings: dict | None = None, real_data: str | None = None,
-                    explicit: bool = False, default_profile: str | None = None) -> tuple[list[str], bool]:
+                    explicit: bool = False, default_profile: str | None = None,
+                    overrides: dict | None = None) -> tuple[list[str], bool]:
     """Lines describing each stage (✅/❌, timestamp, key facts, why it would run again) and whether
     every stage is up to date. Cheap checks only (sizes, times, counts; no hashing of big files).
 
     With ``explicit`` False the stages are compared with the last run's own settings, or with
-    ``default_profile`` (the command's own default: quick, or professional for validate_phase1)."""
+    ``default_profile`` (the command's own default: quick, or professional for validate_phase1);
+    ``overrides`` (the flags given with ``explicit``) are named in the header."""
     default_profile = default_profile or profiles.DEFAULT_PROFILE
     workdir = Path(workdir).resolve()
     mgr = CheckpointManager(workdir)
@@ -65,7 +67,10 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
             lines.append(("" if lines[-1].startswith("   warning") else "no run recorded yet; ")
                          + f"compared with the default profile ({default_profile})")
     else:
-        lines.append(f"compared with: --profile {settings['profile']}")
+        flags = "".join(f" --{k} {v}" for k, v in (overrides or {}).items() if v is not None)
+        if real_data != resolve_real_data(None):
+            flags += f" --real-data {real_data or 'none'}"
+        lines.append(f"compared with: --profile {settings['profile']}{flags}")
     configs = {"data": profiles.data_config(settings), "training": profiles.train_config(settings)}
     try:
         configs["evaluation"] = profiles.eval_config(settings, real_data, real_data_sha(real_data))
