@@ -184,7 +184,7 @@ def test_the_baseline_scores_a_good_file_and_the_output_may_not_be_the_input(tmp
 
 
 @pytest.mark.parametrize("command, outcome", [("evaluate", "every figure will be 0"),
-                                              ("predict", "no detection will be written")])
+                                              ("predict", "no detection will be written to --out")])
 def test_a_model_that_finds_none_of_the_files_categories_is_warned_of(tmp_path, capsys, command, outcome):
     coco = _real_like(tmp_path, categories=lambda cats: cats[0].update(name="line"))   # a strokes file
     assert exit_code([command, "--model", "baseline", "--coco", coco, "--out", tmp_path / "o.json"]) == 0

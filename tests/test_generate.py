@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bongard_system1.data.generate import generate_dataset, repair_dataset
+from bongard_system1.errors import DatasetDamaged
 from bongard_system1.errors import System1Error
 
 from .conftest import run_cli
@@ -179,6 +180,15 @@ def test_repair_dataset_draws_missing_and_damaged_images_again_from_the_manifest
     (out / "images" / "000007.png").write_bytes(b"xx")
     assert repair_dataset(str(out), workers=1)["redrawn"] == 2
     assert tree_digest(out) == before and repair_dataset(str(out), workers=1)["redrawn"] == 0
+    for name in ("shapes_coco.json", "strokes_coco.json"):      # as made before images had their CRC-32
+        doc = json.loads((out / name).read_text())
+        for im in doc["images"]:
+            im.pop("png_crc32")
+        (out / name).write_text(json.dumps(doc))
+    (out / "images" / "000002.png").unlink()
+    with pytest.raises(DatasetDamaged, match="000002.png is missing or damaged, and its record keeps no CRC-32") as e:
+        repair_dataset(str(out), workers=1)
+    assert "delete the folder" not in e.value.cause and not (out / "images" / "000002.png").exists()
 
 
 def test_an_image_that_cannot_be_drawn_again_the_same_is_refused(tmp_path):

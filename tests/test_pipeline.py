@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bongard_system1.errors import System1Error
+from bongard_system1.errors import DatasetDamaged, System1Error
 from bongard_system1.pipeline import cli, profiles
 from bongard_system1.pipeline.lock import PipelineLock
 from bongard_system1.pipeline.records import CheckpointManager, config_diff, config_hash
@@ -67,8 +67,10 @@ def fakes(monkeypatch):
         out = Path(out)
         names = [im["file_name"] for im in json.loads((out / "shapes_coco.json").read_text())["images"]]
         if "repair" in state["fail"]:
-            raise System1Error(f"dataset check failed: image {out / names[0]} is damaged, and drawing it again "
-                               "does not give the image recorded")
+            raise DatasetDamaged(f"{out / names[0]} is damaged, and drawing it again does not give the image "
+                                 "recorded", "delete the folder and generate it again")
+        if "repair-write" in state["fail"]:
+            raise System1Error(f"cannot repair {out / names[0]}: No space left on device")
         redrawn = 0
         for name in names:
             if not (out / name).is_file() or (out / name).read_bytes() != b"png":
@@ -308,7 +310,10 @@ def test_missing_or_damaged_images_are_drawn_again_in_place(fakes, tmp_path, cap
     images = wd / "processed_data" / "smoke_synthetic" / "images"
     (images / "000003.png").unlink()
     lines, ok = pipeline_status(wd)
-    assert ok and any("up to date (1 of 24 images missing: the next run draws them again)" in line for line in lines)
+    assert ok and any("up to date (1 of 24 images missing: the next run draws them again, or remakes the stage if "
+                      "it cannot)" in line for line in lines)
+    (images / "mine.png").write_bytes(b"png")           # a PNG of one's own is not one of the dataset's
+    assert pipeline_status(wd)[1]
     capsys.readouterr()
     run(wd)
     out = capsys.readouterr().out
@@ -329,8 +334,15 @@ def test_unrepairable_images_regenerate_and_cascade(fakes, tmp_path, capsys):
     capsys.readouterr()
     run(wd)
     out = capsys.readouterr().out
-    assert "[data] running: output corrupt: image" in out and ran_stages(out) == ["data", "training", "evaluation"]
+    assert "[data] running: output corrupt: " in out and ran_stages(out) == ["data", "training", "evaluation"]
+    assert "does not give the image recorded\n" in out and "delete the folder" not in out   # the pipeline remakes it
     assert "[training] running: upstream changed" in out
+    fakes["fail"] = {"repair-write"}                  # a repair that cannot be written stops the run: nothing reruns
+    assert run(wd) == 2
+    captured = capsys.readouterr()
+    assert "cannot repair" in captured.err and "No space left on device" in captured.err
+    assert ran_stages(captured.out) == [] and len(fakes["generate"]) == 2
+    fakes["fail"] = set()
     (wd / "processed_data" / "smoke_synthetic" / "images" / "000099.png").write_bytes(b"png")  # one image too many
     lines, ok = pipeline_status(wd)
     assert not ok and any("output changed: 25 images on disk, 24 recorded" in line for line in lines)

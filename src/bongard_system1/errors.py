@@ -5,6 +5,15 @@ class System1Error(Exception):
     """A user-facing error: bad input, a missing or corrupt file, a refused operation."""
 
 
+class DatasetDamaged(System1Error):
+    """A finished dataset that is not what its files record, and cannot be repaired in place:
+    ``cause`` says what, without the advice for ``system1 generate`` that the message adds."""
+
+    def __init__(self, cause: str, advice: str = ""):
+        super().__init__(f"dataset check failed: {cause}" + (f"; {advice}" if advice else ""))
+        self.cause = cause
+
+
 def run_guarded(func, *args) -> int:
     """Call a command's function: a System1Error (or an OSError: a full disk, an unwritable path)
     becomes one ``error: ...`` line and exit status 2."""

@@ -683,7 +683,7 @@ def cli_predict(args):
                                 views=args.views, amp=not args.fp32, stroke_mode=args.stroke_mode,
                                 rescore=not args.no_rescore)
     if cats is not None:
-        warn_if_nothing_in_common(detector, cats, args.model, args.coco, "no detection will be written")
+        warn_if_nothing_in_common(detector, cats, args.model, args.coco, "no detection will be written to --out")
     if args.parse_out and getattr(detector, "rescorer", True) is None:
         print(f"note: the stroke scores are not rescored (no rescorer for these settings), so "
               f"--parse-min-score {args.parse_min_score:g} keeps other strokes than it was chosen for",

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from ..configs import config_diff
-from ..errors import System1Error, os_error_text
+from ..errors import DatasetDamaged, System1Error, os_error_text
 from ..io_utils import naming, write_json_atomic
 from ..logo.render import render
 from ..logo.sample import sample_image
@@ -280,33 +280,35 @@ def _unreadable(job):
     return [name for name, h, w, crc in items if not _image_ok(os.path.join(out, name), h, w, crc)]
 
 
-def validate_dataset(out, workers=1, redraw_params=None) -> dict:
+def validate_dataset(out, workers=1, redraw_params=None, strict=False) -> dict:
     """Check a finished dataset: both COCO files parse, every image is there and readable, counts
     match. With ``redraw_params`` (the dataset's parameters), missing or damaged images are drawn
-    again first (``redrawn`` in the result says how many)."""
+    again first (``redrawn`` in the result says how many); ``strict``: only those whose record keeps
+    the CRC-32 of their bytes, so that a redrawn image is known to be the one recorded. A dataset
+    that is not what its files record is a :class:`DatasetDamaged`."""
     from .coco import read_coco
     counts, docs = {}, {}
     for name in ("shapes_coco.json", "strokes_coco.json"):
         try:
             docs[name] = read_coco(os.path.join(out, name), sized=True)
         except System1Error as exc:
-            raise System1Error(f"dataset check failed: {exc}") from None
+            raise DatasetDamaged(str(exc)) from None
         counts[name] = (len(docs[name]["images"]), len(docs[name]["annotations"]))
     images = docs["shapes_coco.json"]["images"]
     manifest = _read_manifest(out) or {}
     expected = manifest.get("params", {}).get("num_images", len(images))
     if len(images) != expected:
-        raise System1Error(f"dataset check failed: {len(images)} image records, expected {expected}")
+        raise DatasetDamaged(f"{len(images)} image records, expected {expected}")
     bad = damaged_images(out, images, workers)
     redrawn = 0
     if bad and redraw_params is not None:
-        redrawn = _repair(out, redraw_params, bad, images)
+        redrawn = _repair(out, redraw_params, bad, images, strict)
         names = set(bad)
         bad = damaged_images(out, [im for im in images if im["file_name"] in names])
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise System1Error(f"dataset check failed: image {os.path.join(out, bad[0])}{more} is missing, damaged, "
-                           "unreadable or not the size its record says")
+        raise DatasetDamaged(f"image {os.path.join(out, bad[0])}{more} is missing, damaged, unreadable or not the "
+                             "size its record says")
     return {"images": len(images), "shapes": counts["shapes_coco.json"][1], "strokes": counts["strokes_coco.json"][1],
             "redrawn": redrawn}
 
@@ -326,31 +328,40 @@ def damaged_images(out, images, workers=1) -> list[str]:
 
 def repair_dataset(out, workers=None) -> dict:
     """Check a finished dataset (see :func:`validate_dataset`) and draw its missing or damaged images
-    again from the parameters its manifest records: the same bytes, so its COCO files stay true.
-    Returns the counts, ``redrawn`` among them; a dataset that cannot be so repaired is a
-    System1Error."""
-    params = (_read_manifest(out) or {}).get("params") or None
-    return validate_dataset(out, int(workers or usable_cores()), redraw_params=params)
+    again from the parameters its manifest records, only where the CRC-32 recorded for an image
+    proves the redrawn one the same bytes, so its COCO files stay true. Returns the counts,
+    ``redrawn`` among them; a dataset that cannot be so repaired is a :class:`DatasetDamaged`, and
+    a repair that cannot be written (a full disk) a System1Error."""
+    try:
+        params = (_read_manifest(out) or {}).get("params") or None
+    except System1Error as exc:
+        raise DatasetDamaged(str(exc).split("; delete the folder")[0]) from None
+    return validate_dataset(out, int(workers or usable_cores()), redraw_params=params, strict=True)
 
 
-def _repair(out, params, names, images) -> int:
+def _repair(out, params, names, images, strict=False) -> int:
     """Redraw the damaged images ``names`` of a complete dataset (each image comes from its own
     seeded stream, so it is drawn again exactly); returns how many were redrawn. Refuses a name
-    the generator does not make."""
+    the generator does not make, a redrawn image whose bytes differ from the CRC-32 recorded, and
+    (``strict``) one whose record keeps no CRC-32."""
     crcs = {im["file_name"]: im.get("png_crc32") for im in images}
     for name in names:
+        path = os.path.join(out, name)
         stem = os.path.basename(name)[:-len(".png")] if name.endswith(".png") else ""
         if not (stem.isascii() and stem.isdigit()) or name != _image_name(int(stem)):
-            raise System1Error(f"dataset check failed: {os.path.join(out, name)} is damaged and is not an image "
-                               "this generator draws; delete the folder or choose another --out")
+            raise DatasetDamaged(f"{path} is damaged and is not an image this generator draws",
+                                 "delete the folder or choose another --out")
+        if strict and not isinstance(crcs.get(name), int):
+            raise DatasetDamaged(f"{path} is missing or damaged, and its record keeps no CRC-32 (a dataset "
+                                 "made before 2026-12-07) to prove a redrawn image the same",
+                                 "delete the folder and generate it again")
         index = int(stem)
         rendering, _, _ = draw_image(index, params["seed"], params["image_size"], params["max_shapes"])
         ok, buf = cv2.imencode(".png", rendering.image, PNG_PARAMS)
         data = buf.tobytes()
         if not ok or (isinstance(crcs.get(name), int) and zlib.crc32(data) != crcs[name]):
-            raise System1Error(f"dataset check failed: {os.path.join(out, name)} is damaged, and drawing it again "
-                               "does not give the image recorded (another OpenCV or generator version?); "
-                               "delete the folder and generate it again")
+            raise DatasetDamaged(f"{path} is damaged, and drawing it again does not give the image recorded "
+                                 "(another OpenCV or generator version?)", "delete the folder and generate it again")
         try:
             _write_file(os.path.join(out, name), data)
         except OSError as exc:
@@ -422,10 +433,10 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
     finally:
         bar.close()
     if n_img != params["num_images"]:
-        raise System1Error(f"dataset check failed: {n_img} image records, expected {params['num_images']}")
+        raise DatasetDamaged(f"{n_img} image records, expected {params['num_images']}")
     bad = _first_changed(out, assembler.written)      # every image there, with the bytes that were written
     if bad:
-        raise System1Error(f"dataset check failed: image {bad} is missing or not the bytes that were written")
+        raise DatasetDamaged(f"image {bad} is missing or not the bytes that were written")
     counts = {"images": n_img, "shapes": n_shapes, "strokes": n_strokes}
     manifest = {"params": params, "status": "complete", "num_images": n_img, "num_train": n_img - n_val,
                 "num_val": n_val, "num_shapes": n_shapes, "num_strokes": n_strokes,

@@ -75,9 +75,12 @@ def rel(path, root) -> str:
 
 
 def count_pngs(folder: Path) -> int:
+    """The generator's images in ``folder`` (``000123.png``: a PNG of one's own there is not one), or
+    -1 when there is no such folder."""
     try:
         with os.scandir(folder) as it:
-            return sum(1 for e in it if e.name.endswith(".png") and e.is_file())
+            return sum(1 for e in it if e.name.endswith(".png") and e.name[:-4].isdigit() and e.name[:-4].isascii()
+                       and e.is_file())
     except FileNotFoundError:
         return -1
 
@@ -351,7 +354,7 @@ class CheckpointManager:
         have = count_pngs(self.abs(folder) / "images") if folder else -1
         if want is None or have < 0 or have >= want:
             return None
-        return f"{want - have} of {want} images missing: the next run draws them again"
+        return f"{want - have} of {want} images missing: the next run draws them again, or remakes the stage if it cannot"
 
     def _check_coco_counts(self, path: Path, key: str, rec: dict) -> str | None:
         try:

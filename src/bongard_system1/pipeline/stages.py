@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import System1Error
+from ..errors import DatasetDamaged, System1Error
 from . import profiles
 from ..io_utils import naming, sha256_file, write_json_atomic
 from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, now_text, rel
@@ -401,17 +401,15 @@ def _check_images(ctx: Context, decision: Decision) -> tuple[Decision, int]:
     checked against the CRC-32 its record keeps (about 1 s for the quick profile's 4,000), and a
     missing or damaged one is drawn again in place from its own seed, the same bytes, so the stage
     and those after it stay done. A dataset that cannot be repaired so (one drawn by another
-    generator or OpenCV version) is made again. Returns the decision and how many were redrawn."""
+    generator or OpenCV version, or made before images had their CRC-32 recorded) is made again.
+    Returns the decision and how many were redrawn."""
     from ..data.generate import repair_dataset   # lazy: numpy, cv2
 
     rec = decision.record
     try:
         counts = repair_dataset(str(ctx.mgr.abs(rec["outputs"]["dir"])), _drawing_workers(ctx))
-    except System1Error as exc:
-        if str(exc).startswith("cannot repair"):      # a write that failed (a full disk): the error as it is
-            raise
-        text = str(exc).removeprefix("dataset check failed: ")
-        return Decision(True, f"output corrupt: {text}", rec, decision.warning), 0
+    except DatasetDamaged as exc:        # any other error (a repair that cannot be written) stops the run
+        return Decision(True, f"output corrupt: {exc.cause}", rec, decision.warning), 0
     if decision.reason.startswith("complete and valid (") and "images missing" in decision.reason:
         decision = Decision(False, "complete and valid", rec, decision.warning)   # drawn again: said below
     return decision, counts["redrawn"]
