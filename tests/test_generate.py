@@ -100,7 +100,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("flag,value", [("--num-images", 0), ("--num-images", -3), ("--num-images", 10**11),
                                         ("--image-size", 0), ("--image-size", -5), ("--image-size", 16),
-                                        ("--image-size", 5000), ("--workers", 0), ("--val-fraction", 1.5),
+                                        ("--image-size", 5000), ("--workers", -1), ("--val-fraction", 1.5),
                                         ("--val-fraction", 0.95), ("--out", ""), ("--out", "   ")])
 def test_bad_numbers_give_one_error_line(tmp_path, flag, value):
     args = {"--num-images": 5, "--image-size": 64, "--out": tmp_path / "x"}
@@ -110,6 +110,13 @@ def test_bad_numbers_give_one_error_line(tmp_path, flag, value):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_0_is_one_process_as_in_the_pipeline(tmp_path):
+    proc = run_cli("generate", "--out", tmp_path / "x", "--num-images", 5, "--image-size", 64, "--workers", 0,
+                   "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "x" / "dataset.json").read_text())["num_images"] == 5
 
 
 def test_other_arguments_on_an_existing_dataset_are_refused_and_nothing_is_lost(tmp_path):

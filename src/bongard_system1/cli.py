@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-images", type=_image_count, required=True, help="images to draw (train and val together)")
     g.add_argument("--image-size", type=_image_px, default=416, help="image side in px (default 416, as the quick profile)")
     g.add_argument("--seed", type=_seed, default=0, help="each image comes from its own stream of this seed (default 0)")
-    g.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    g.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="drawing processes (default: every core; 0 or 1: one, as the pipeline's --workers 0)")
     g.add_argument("--val-fraction", type=_fraction, default=0.1, help="share of the images in the val split (default 0.1)")
     g.add_argument("--max-shapes", type=_max_shapes, default=3, help="shapes per image: 1 to this (at most 8; default 3)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")

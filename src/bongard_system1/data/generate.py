@@ -459,7 +459,8 @@ def _write_failed(exc: OSError) -> System1Error:
 
 
 def cli_generate(args):
-    generate_dataset(args.out, args.num_images, args.image_size, seed=args.seed, workers=args.workers,
+    workers = None if args.workers is None else max(1, args.workers)      # 0: one process, as the pipeline's
+    generate_dataset(args.out, args.num_images, args.image_size, seed=args.seed, workers=workers,
                      val_fraction=args.val_fraction, max_shapes=args.max_shapes,
                      progress=not args.no_progress and sys.stderr.isatty())
     return 0
