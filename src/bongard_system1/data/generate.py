@@ -332,10 +332,7 @@ def repair_dataset(out, workers=None) -> dict:
     proves the redrawn one the same bytes, so its COCO files stay true. Returns the counts,
     ``redrawn`` among them; a dataset that cannot be so repaired is a :class:`DatasetDamaged`, and
     a repair that cannot be written (a full disk) a System1Error."""
-    try:
-        params = (_read_manifest(out) or {}).get("params") or None
-    except System1Error as exc:
-        raise DatasetDamaged(str(exc).split("; delete the folder")[0]) from None
+    params = (_read_manifest(out) or {}).get("params") or None     # the pipeline checked its sha256 first
     return validate_dataset(out, int(workers or usable_cores()), redraw_params=params, strict=True)
 
 

@@ -282,8 +282,7 @@ class CheckpointManager:
         problem = self.validate(stage, rec, deep=deep)
         if problem:
             return Decision(True, problem, rec)
-        note = self.missing_images(rec) if stage == "data" else None
-        return Decision(False, f"complete and valid ({note})" if note else "complete and valid", rec)
+        return Decision(False, "complete and valid", rec)
 
     def _replaced_and_still_valid(self, stage, rec, config, upstream, upstream_ran, deep) -> dict | None:
         """The complete record an unfinished run with other settings was to replace (kept in its
@@ -346,9 +345,10 @@ class CheckpointManager:
         return None      # fewer: the next run draws them again in place (see missing_images)
 
     def missing_images(self, rec: dict) -> str | None:
-        """A note when a complete data record's folder holds fewer images than it records: the run
-        draws them again in place (each from its own seed, the bytes recorded), so the stage and
-        those after it stay done. Damaged images are found only by that run (it reads every one)."""
+        """``--status``'s note when a complete data record's folder holds fewer images than it
+        records: the run draws them again in place (each from its own seed, the bytes recorded), so
+        the stage and those after it stay done. Damaged images are found only by that run (it reads
+        every one)."""
         folder = rec.get("outputs", {}).get("dir")
         want = rec.get("validation", {}).get("num_images")
         have = count_pngs(self.abs(folder) / "images") if folder else -1

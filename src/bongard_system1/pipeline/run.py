@@ -14,8 +14,8 @@ from pathlib import Path
 from ..io_utils import write_json_atomic
 from .lock import PipelineLock
 from .records import STAGES, library_versions, now_text, rel
-from .stages import (DEFAULT_REAL_DATA, Context, Reporter, RunOptions, check_real_data, check_writable, stage_data, unrecorded,
-                     stage_evaluation, stage_training)
+from .stages import (DEFAULT_REAL_DATA, Context, Reporter, RunOptions, check_real_data, check_writable, stage_data,
+                     stage_evaluation, stage_training, unrecorded)
 
 
 def run_pipeline(opts: RunOptions) -> dict:

@@ -410,8 +410,6 @@ def _check_images(ctx: Context, decision: Decision) -> tuple[Decision, int]:
         counts = repair_dataset(str(ctx.mgr.abs(rec["outputs"]["dir"])), _drawing_workers(ctx))
     except DatasetDamaged as exc:        # any other error (a repair that cannot be written) stops the run
         return Decision(True, f"output corrupt: {exc.cause}", rec, decision.warning), 0
-    if decision.reason.startswith("complete and valid (") and "images missing" in decision.reason:
-        decision = Decision(False, "complete and valid", rec, decision.warning)   # drawn again: said below
     return decision, counts["redrawn"]
 
 

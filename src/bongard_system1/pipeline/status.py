@@ -94,6 +94,8 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
         facts = _stage_facts(stage, rec, mgr) if rec else "no record"
         lines.append(f"{mark} {stage:<11} {when:<19}  {facts}")
         why = reason[len("complete and valid "):] if reason.startswith("complete and valid (") else ""
+        note = mgr.missing_images(rec) if stage == "data" and not d.run and rec else None
+        why = f"{why} ({note})".strip() if note else why
         lines.append(f"   {'would run again: ' + reason if d.run else 'up to date' + (' ' + why if why else '')}")
         all_ok &= not d.run
         upstream_would_run = upstream_would_run or d.run
