@@ -17,6 +17,7 @@ from .boxes import greedy_match, pairwise_iou_xywh
 from .data.coco import check_usable, read_coco, warn_if_nothing_in_common
 from .errors import System1Error
 from .io_utils import write_json_atomic  # noqa: F401  (re-exported for callers of this module)
+from .wording import counted
 
 HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 
@@ -433,5 +434,5 @@ def cli_evaluate(args):
     for t, v in (m.get("per_type") or {}).items():
         print(f"  {t}: AP {v['AP']:.3f}  AP50 {v['AP50']:.3f}")
     which = " (the val split of a generated dataset)" if m.get("split") == "val" else ""
-    print(f"{m.get('num_images')} images scored{which}, {m['ms_per_image']:.1f} ms each; metrics written to {args.out}")
+    print(f"{counted(m.get('num_images'), 'image')} scored{which}, {m['ms_per_image']:.1f} ms each; metrics written to {args.out}")
     return 0

@@ -42,6 +42,7 @@ from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOL
                        TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
 from .rescore import RESCORE_MIN_SCORE, stroke_features
 from .views import MAX_VIEWS, fuse, to_original, view_images
+from .wording import counted
 
 CHECKPOINT_FORMAT = "bongard-system1/1"
 
@@ -716,7 +717,7 @@ def cli_predict(args):
             draw_overlay(gray, dets, os.path.join(args.overlay_dir, overlay),
                          max(args.overlay_min_score, args.score_threshold))
     write_json_atomic(args.out, results, indent=None)
-    print(f"wrote {len(results)} detections for {len(items)} images to {args.out}")
+    print(f"wrote {counted(len(results), 'detection')} for {counted(len(items), 'image')} to {args.out}")
     if args.parse_out:
         write_json_atomic(args.parse_out, parses, indent=None)
         n_shapes = sum(len(p["shapes"]) for p in parses)

@@ -36,6 +36,7 @@ from .precision import autocast, autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
 from .schedule import epoch_plan, format_duration, one_cycle_warmup, remaining_epoch_seconds
 from .settings import MIN_STAMP_IMAGES, RESCORER_VERSION, STAMP_VOTE_VERSION
+from .wording import counted
 
 
 @dataclass
@@ -341,7 +342,7 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
     epochs = min(cfg.epochs, fit)
     print(f"time budget {minutes:g} min: about {per_epoch / 60:.1f} min an epoch here, so {epochs} of "
-          f"{cfg.epochs} epochs", file=sys.stderr)
+          f"{counted(cfg.epochs, 'epoch')}", file=sys.stderr)
     del probe, opt
     return epochs
 

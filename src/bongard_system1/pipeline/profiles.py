@@ -133,6 +133,11 @@ def data_config(settings: dict) -> dict:
     return dict({k: settings[k] for k in DATA_KEYS}, format_version=DATA_FORMAT_VERSION)
 
 
+# What a stage's config holds when a key is left out of it (left out when off, so that configs made
+# before the key existed keep their hash): the "config changed" message reads these, not "(unset)".
+CONFIG_DEFAULTS = {"training": {"early_scale": 1.0, "rescore_images": 0, "rescorer_version": None}}
+
+
 def train_config(settings: dict) -> dict:
     cfg = {k: settings[k] for k in TRAIN_KEYS}
     if settings["early_scale"] != 1.0:      # absent when off: configs made before it keep their hash

@@ -250,11 +250,12 @@ class CheckpointManager:
 
     # -- validation -----------------------------------------------------------------------------
     def decide(self, stage: str, config: dict | None, upstream: str | None, *, force: bool = False,
-               upstream_ran: bool = False, deep: bool = True) -> Decision:
+               upstream_ran: bool = False, deep: bool = True, defaults: dict | None = None) -> Decision:
         """Whether ``stage`` must run for ``config`` on top of ``upstream`` (a hash), and why.
 
         ``config=None`` skips the config comparison (``--status`` of the last run's own settings);
-        ``upstream=None`` likewise skips the upstream comparison.
+        ``upstream=None`` likewise skips the upstream comparison. ``defaults``: the values of keys a
+        config leaves out, for the message that says which keys changed.
         """
         if not self.enabled:
             return Decision(True, "checkpointing off")
@@ -270,7 +271,7 @@ class CheckpointManager:
             return Decision(False, "complete and valid (a run with other settings that was to replace it "
                                    "did not finish)", old)
         if config is not None and rec.get("config_hash") != config_hash(config):
-            return Decision(True, f"config changed: {config_diff(rec.get('config'), config) or 'hash differs'}", rec)
+            return Decision(True, f"config changed: {config_diff(rec.get('config'), config, defaults) or 'hash differs'}", rec)
         if upstream_ran:
             return Decision(True, "upstream changed", rec)
         if upstream is not None and rec.get("upstream_hash") != upstream:

@@ -41,6 +41,7 @@ from pathlib import Path
 from ..errors import DatasetDamaged, System1Error
 from . import profiles
 from ..io_utils import naming, sha256_file, write_json_atomic
+from ..wording import counted
 from .records import STAGES, CheckpointManager, Decision, count_pngs, file_facts, now_text, rel
 
 DEFAULT_REAL_DATA = "../shared/real-bongard-logo/shapes_coco.json"
@@ -335,7 +336,7 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     if not decision.run:
         rec = decision.record
         fixed = f"; {redrawn} missing or damaged image(s) drawn again" if redrawn else ""
-        ctx.log(f"[data] skipped: {rec['validation']['num_images']} images at {rec['config']['image_size']} px, "
+        ctx.log(f"[data] skipped: {counted(rec['validation']['num_images'], 'image')} at {rec['config']['image_size']} px, "
                 f"complete since {rec['finished']} ({rel(ctx.mgr.abs(rec['outputs']['dir']), ctx.workdir)}){fixed}")
         ctx.stage_seconds["data"] = 0.0
         return rec, False
@@ -381,7 +382,7 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     seconds = time.time() - t0
     ctx.mgr.finish("data", rec, seconds)
     ctx.stage_seconds["data"] = round(seconds, 2)
-    ctx.log(f"[data] complete: {counts['num_images']} images ({counts['num_train']} train, {counts['num_val']} val) "
+    ctx.log(f"[data] complete: {counted(counts['num_images'], 'image')} ({counts['num_train']} train, {counts['num_val']} val) "
             f"at {s['image_size']} px in {seconds:.1f} s -> {rel(target, ctx.workdir)}")
     return rec, True
 
@@ -457,11 +458,11 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
     s = ctx.settings
     cfg = profiles.train_config(s)
     decision = ctx.mgr.decide("training", cfg, data_rec.get("dataset_hash"), force=ctx.forced("training"),
-                              upstream_ran=data_ran)
+                              upstream_ran=data_ran, defaults=profiles.CONFIG_DEFAULTS["training"])
     ctx.announce("training", decision)
     if not decision.run:
         rec = decision.record
-        ctx.log(f"[training] skipped: {rec['config']['backbone']}, {len(rec['metrics'].get('history', []))} epochs, "
+        ctx.log(f"[training] skipped: {rec['config']['backbone']}, {counted(len(rec['metrics'].get('history', [])), 'epoch')}, "
                 f"best AP {fmt(rec['metrics'].get('best_metric'))}, complete since {rec['finished']}")
         ctx.stage_seconds["training"] = 0.0
         return rec, False
@@ -524,7 +525,7 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
     seconds = time.time() - t0
     ctx.mgr.finish("training", rec, seconds)
     ctx.stage_seconds["training"] = round(seconds, 2)
-    ctx.log(f"[training] complete: {s['backbone']}, {len(history)} epochs, best AP "
+    ctx.log(f"[training] complete: {s['backbone']}, {counted(len(history), 'epoch')}, best AP "
             f"{fmt(result.get('best_metric'))} in {seconds:.1f} s -> {outputs['best_checkpoint']['path']}")
     return rec, True
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import System1Error
 from ..schedule import run_progress
+from ..wording import counted
 from . import profiles
 from .lock import PipelineLock
 from .records import RECORD_FILES, STAGES, CheckpointManager, rel
@@ -80,7 +81,8 @@ def pipeline_status(workdir, settings: dict | None = None, real_data: str | None
     upstream_hash = None
     all_ok = True
     for stage in STAGES:
-        d = mgr.decide(stage, configs[stage], upstream_hash, upstream_ran=upstream_would_run, deep=False)
+        d = mgr.decide(stage, configs[stage], upstream_hash, upstream_ran=upstream_would_run, deep=False,
+                       defaults=profiles.CONFIG_DEFAULTS.get(stage))
         rec = d.record
         if d.warning:
             lines.append(f"   warning: {d.warning}")
@@ -113,8 +115,8 @@ def _stage_facts(stage: str, rec: dict, mgr: CheckpointManager) -> str:
         if stage == "data":
             v, c = rec.get("validation") or {}, rec.get("config", {})
             if not v:
-                return prefix + f"{c.get('dataset_size')} images at {c.get('image_size')} px (not finished)"
-            return prefix + (f"{v.get('num_images')} images at {c.get('image_size')} px ({v.get('num_train')} train, "
+                return prefix + f"{counted(c.get('dataset_size'), 'image')} at {c.get('image_size')} px (not finished)"
+            return prefix + (f"{counted(v.get('num_images'), 'image')} at {c.get('image_size')} px ({v.get('num_train')} train, "
                              f"{v.get('num_val')} val) in {rec['outputs']['dir']}, config {rec.get('config_hash', '')[:8]}")
         if stage == "training":
             c, m = rec.get("config", {}), rec.get("metrics", {})
@@ -122,7 +124,7 @@ def _stage_facts(stage: str, rec: dict, mgr: CheckpointManager) -> str:
                 # a forced or changed run trains in its staging folder, next to the old run
                 run_dir = rec.get("staging_dir") or (rec.get("outputs") or {}).get("run_dir")
                 progress = run_progress(mgr.abs(run_dir)) if run_dir else None
-                return prefix + f"{c.get('backbone')}, " + (progress or f"{c.get('epochs')} epochs (not finished)")
+                return prefix + f"{c.get('backbone')}, " + (progress or f"{counted(c.get('epochs'), 'epoch')} (not finished)")
             best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
             history = m.get("history") or []
             early = [h["image_size"] for h in history if h.get("image_size") not in (None, c.get("image_size"))]
