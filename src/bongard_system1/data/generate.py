@@ -41,6 +41,7 @@ from ..io_utils import naming, write_json_atomic
 from ..logo.render import render
 from ..logo.sample import sample_image
 from ..settings import DATA_FORMAT_VERSION, IMAGE_SIZE_RANGE, MAX_DATASET_IMAGES
+from ..wording import counted, number
 
 SHAPE_CATEGORIES = [{"id": 1, "name": "shape", "supercategory": "shape"}]
 STROKE_CATEGORIES = [{"id": 1, "name": "line", "supercategory": "stroke"},
@@ -381,8 +382,8 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
             counts = validate_dataset(out, int(workers or usable_cores()), redraw_params=params)
             if not quiet:
                 fixed = f"; {counts['redrawn']} damaged or missing image(s) drawn again" if counts["redrawn"] else ""
-                print(f"dataset already complete in {out_dir}: {counts['images']} images, "
-                      f"{counts['shapes']} shapes, {counts['strokes']} strokes (checked{fixed})")
+                print(f"dataset already complete in {out_dir}: {counted(counts['images'], 'image')}, "
+                      f"{counted(counts['shapes'], 'shape')}, {counted(counts['strokes'], 'stroke')} (checked{fixed})")
             return manifest
     elif os.path.isdir(out) and os.listdir(out):
         raise System1Error(f"{out_dir} exists and is not a dataset folder made by 'system1 generate'; "
@@ -445,8 +446,9 @@ def generate_dataset(out_dir, num_images, image_size, seed=0, workers=None, val_
         raise _write_failed(exc)
     shutil.rmtree(os.path.join(out, ".parts"), ignore_errors=True)
     if not quiet:
-        print(f"dataset complete in {out_dir}: {counts['images']} images ({n_img - n_val} train, {n_val} val), "
-              f"{counts['shapes']} shapes, {counts['strokes']} strokes; all images checked")
+        print(f"dataset complete in {out_dir}: {counted(counts['images'], 'image')} ({number(n_img - n_val)} train, "
+              f"{number(n_val)} val), {counted(counts['shapes'], 'shape')}, {counted(counts['strokes'], 'stroke')}; "
+              "all images checked")
     return manifest
 
 

@@ -382,7 +382,7 @@ def stage_data(ctx: Context) -> tuple[dict, bool]:
     seconds = time.time() - t0
     ctx.mgr.finish("data", rec, seconds)
     ctx.stage_seconds["data"] = round(seconds, 2)
-    ctx.log(f"[data] complete: {counted(counts['num_images'], 'image')} ({counts['num_train']} train, {counts['num_val']} val) "
+    ctx.log(f"[data] complete: {counted(counts['num_images'], 'image')} ({counts['num_train']:,} train, {counts['num_val']:,} val) "
             f"at {s['image_size']} px in {seconds:.1f} s -> {rel(target, ctx.workdir)}")
     return rec, True
 

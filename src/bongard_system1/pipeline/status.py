@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import System1Error
 from ..schedule import run_progress
-from ..wording import counted
+from ..wording import counted, number
 from . import profiles
 from .lock import PipelineLock
 from .records import RECORD_FILES, STAGES, CheckpointManager, rel
@@ -116,15 +116,17 @@ def _stage_facts(stage: str, rec: dict, mgr: CheckpointManager) -> str:
             v, c = rec.get("validation") or {}, rec.get("config", {})
             if not v:
                 return prefix + f"{counted(c.get('dataset_size'), 'image')} at {c.get('image_size')} px (not finished)"
-            return prefix + (f"{counted(v.get('num_images'), 'image')} at {c.get('image_size')} px ({v.get('num_train')} train, "
-                             f"{v.get('num_val')} val) in {rec['outputs']['dir']}, config {rec.get('config_hash', '')[:8]}")
+            return prefix + (f"{counted(v.get('num_images'), 'image')} at {c.get('image_size')} px "
+                             f"({number(v.get('num_train'))} train, {number(v.get('num_val'))} val) "
+                             f"in {rec['outputs']['dir']}, config {rec.get('config_hash', '')[:8]}")
         if stage == "training":
             c, m = rec.get("config", {}), rec.get("metrics", {})
             if not m:
                 # a forced or changed run trains in its staging folder, next to the old run
                 run_dir = rec.get("staging_dir") or (rec.get("outputs") or {}).get("run_dir")
                 progress = run_progress(mgr.abs(run_dir)) if run_dir else None
-                return prefix + f"{c.get('backbone')}, " + (progress or f"{counted(c.get('epochs'), 'epoch')} (not finished)")
+                return prefix + f"{c.get('backbone')}, " + (progress or
+                                                          f"{counted(c.get('epochs'), 'epoch')} (not finished)")
             best = rec.get("outputs", {}).get("best_checkpoint", {}).get("path", "?")
             history = m.get("history") or []
             early = [h["image_size"] for h in history if h.get("image_size") not in (None, c.get("image_size"))]
@@ -232,3 +234,4 @@ def reset_stage(workdir, stage: str) -> list[str]:
                 if had_records:
                     deleted.append("checkpoints/")
     return deleted
+
