@@ -234,4 +234,3 @@ def reset_stage(workdir, stage: str) -> list[str]:
                 if had_records:
                     deleted.append("checkpoints/")
     return deleted
-
