@@ -336,9 +336,10 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
     step = warm[len(warm) // 2]
     n_val = 16
     t = time.perf_counter()
-    scored = validation_metrics(probe.eval(), names, mcfg.to_dict(), data_dir, dev, n_val, amp=cfg.amp)
-    scored = scored.get("num_images") or n_val      # fewer than n_val: that is the whole val split
-    val_seconds = (time.perf_counter() - t) * min(cfg.val_images, scored if scored < n_val else cfg.val_images) / scored
+    probed = validation_metrics(probe.eval(), names, mcfg.to_dict(), data_dir, dev, n_val, amp=cfg.amp)
+    scored = probed.get("num_images") or n_val
+    per_val = min(cfg.val_images, scored) if scored < n_val else cfg.val_images   # fewer: the whole val split
+    val_seconds = (time.perf_counter() - t) * per_val / scored
     per_epoch = len(loader) * step + val_seconds     # at full size: early epochs make it an upper bound
     fit = max(1, int(minutes * 60 * 0.95 // per_epoch))
     epochs = min(cfg.epochs, fit)
