@@ -32,7 +32,7 @@ from .configs import config_diff
 from .errors import System1Error
 from .io_utils import fsync_dir, naming, write_bytes_atomic, write_json_atomic
 from .model import ModelConfig, build_model, class_names, model_state
-from .precision import autocast, autocast_dtype
+from .precision import BF16_TRAIN_MAX_BROKEN_SIZE, autocast, autocast_dtype, training_autocast_dtype
 from .predict import CHECKPOINT_FORMAT, System1
 from .schedule import epoch_plan, format_duration, one_cycle_warmup, remaining_epoch_seconds
 from .settings import MIN_STAMP_IMAGES, RESCORER_VERSION, STAMP_VOTE_VERSION
@@ -320,7 +320,7 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
     import copy
     probe = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-4)
-    amp_dtype, scaler = amp_settings(dev, cfg.amp)
+    amp_dtype, scaler = amp_settings(dev, cfg.amp, cfg.image_size)
     times, it = [], iter(loader)
     t = time.perf_counter()
     for _ in range(min(8, len(loader))):
@@ -350,14 +350,20 @@ def _epochs_within_budget(model, loader, cfg, mcfg, names, dev, data_dir, minute
 
 
 # ---------------------------------------------------------------- one step
-def amp_settings(dev, amp=True):
+def amp_settings(dev, amp=True, smallest_size=None):
     """The autocast dtype and a GradScaler for mixed precision, or (None, disabled scaler).
 
     The dtype is :func:`precision.autocast_dtype`'s (CUDA: bf16, or fp16 with loss scaling where bf16
     is missing; CPU: bf16 only with AMX or AVX-512 BF16, measured 2.5x faster than fp32 at 416 px with
-    AMX, 2.0x with AVX-512 BF16 alone).
+    AMX, 2.0x with AVX-512 BF16 alone). Given the smallest image side the run trains at, fp32 on the
+    CPU at 64 px or less (:func:`precision.training_autocast_dtype`: a oneDNN bf16 bug).
     """
-    amp_dtype = autocast_dtype(dev) if amp else None
+    if not amp:
+        amp_dtype = None
+    elif smallest_size is None:
+        amp_dtype = autocast_dtype(dev)
+    else:
+        amp_dtype = training_autocast_dtype(dev, smallest_size)
     scaler = torch.amp.GradScaler("cuda", enabled=dev == "cuda" and amp_dtype == torch.float16)
     return amp_dtype, scaler
 
@@ -531,8 +537,13 @@ def _train_detector(data_dir, out_dir, *, backbone, categories, epochs, batch_si
     swa_model = AveragedModel(model) if swa_epochs else None
     swa_every = max(1, steps_per_epoch // 4)    # SWA averages a few snapshots per epoch
     swa_sched = SWALR(opt, swa_lr=peak * 0.05, anneal_epochs=1) if swa_epochs else None
-    amp_dtype, scaler = amp_settings(dev, cfg.amp)
-    if dev == "cpu" and cfg.amp and amp_dtype is None and state is None:
+    smallest = min(early_size, cfg.image_size) if early_epochs else cfg.image_size
+    amp_dtype, scaler = amp_settings(dev, cfg.amp, smallest)
+    if dev == "cpu" and cfg.amp and amp_dtype is None and autocast_dtype(dev) is not None and state is None:
+        print(f"note: training at {smallest} px runs in fp32: on the CPU, bf16 weight gradients of FCOS's last "
+              f"FPN convolution come out as garbage at {BF16_TRAIN_MAX_BROKEN_SIZE} px or less (a oneDNN bug)",
+              file=sys.stderr)
+    elif dev == "cpu" and cfg.amp and amp_dtype is None and state is None:
         print("note: this CPU multiplies bf16 only in software (no AMX or AVX-512 BF16), so training runs in "
               "fp32, about 3x slower than the profiles' CPU timings; each epoch's line says how long the "
               "rest should take", file=sys.stderr)
