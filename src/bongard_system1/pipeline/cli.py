@@ -42,7 +42,7 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g = p.add_argument_group("profile and settings (any flag overrides the profile's value)")
     prof = g.add_mutually_exclusive_group()
     prof.add_argument("--profile", choices=profiles.profile_names(), default=None,
-                      help=f"smoke (tests, <1 min), quick (CPU, about 1.5 hours on 2 cores with bf16, 4 to 5 in fp32), standard, "
+                      help=f"smoke (tests, <1 min), quick (CPU, 1 to 1.5 hours on 2 cores with bf16, 4 to 5 in fp32), standard, "
                            f"professional (GPU) "
                            f"(default: {default_profile or profiles.DEFAULT_PROFILE})")
     prof.add_argument("--professional", dest="profile", action="store_const", const="professional",

@@ -36,7 +36,7 @@ PROFILES: dict[str, dict] = {
         "lr": None, "time_budget": None, "stamp_images": 60, "rescore_images": 6,
         "real_max_images": 8, "workers": 0, "early_scale": 0.75,
     },
-    # The CPU recipe: a useful model in about 1.5 hours on 2 cores (82.7 and 89.2 min measured on
+    # The CPU recipe: a useful model in 1 to 1.5 hours on 2 cores (58.1 min on a Zen 5 EPYC; 82.7 and 89.2 min on
     # an AMD EPYC with data format 5, 83.9 and 89.7 with format 6, then the stroke rescorer's 5.4
     # min on 800 images; 91.8 min in all from a fresh clone; in fp32 on an AVX2-only EPYC about 4.4
     # hours, estimated from epochs of 1,235 s at 320 px and 1,979 s at 416). On a CPU with AMX or AVX-512 BF16 the
