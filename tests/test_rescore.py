@@ -7,7 +7,8 @@ import torch
 
 from bongard_system1.data.generate import generate_dataset
 from bongard_system1.predict import Detection, System1
-from bongard_system1.rescore import FEATURES, RESCORE_MIN_SCORE, greedy_targets, stroke_features
+from bongard_system1.rescore import (FEATURES, NETS, RESCORE_MIN_SCORE, Rescorer, build_rescorer_net, greedy_targets,
+                                     stroke_features)
 from bongard_system1.train import train_detector
 
 
@@ -62,6 +63,8 @@ def test_the_rescorer_is_trained_stored_and_applied_only_where_it_fits(rescored_
         pytest.skip("the 2-epoch model found no right stroke to train a rescorer on")
     m = res["rescorer"]["metrics"]
     assert m["detections"] >= m["matched"] > 0
+    stored = torch.load(run / "best.pt", weights_only=True)["rescorer"]["state_dicts"]
+    assert len(stored) == m["nets"] == NETS and not torch.equal(stored[0]["0.weight"], stored[-1]["0.weight"])
     assert res["rescorer"]["settings"]["views"] == 4 and res["rescorer"]["settings"]["image_size"] == 128
     system = System1.load(run, device="cpu")
     assert system.rescorer is not None
@@ -76,6 +79,22 @@ def test_the_rescorer_is_trained_stored_and_applied_only_where_it_fits(rescored_
     assert sorted(map(tuple, (d.bbox for d in plain))) == sorted(map(tuple, (d.bbox for d in new)))
     assert all(RESCORE_MIN_SCORE <= d.score <= 1 for d in new)
     assert [d.score for d in new] == sorted((d.score for d in new), reverse=True)
+
+
+def test_a_rescorer_scores_the_mean_of_its_nets_probabilities_and_loads_a_single_net():
+    torch.manual_seed(0)
+    nets = [build_rescorer_net() for _ in range(3)]
+    x = np.random.default_rng(0).normal(size=(7, len(FEATURES))).astype(np.float32)
+    entry = {"settings": {}, "mean": (x.mean(0) * 0.5).tolist(), "std": (x.std(0) + 1).tolist(),
+             "state_dicts": [net.state_dict() for net in nets]}
+    xn = torch.from_numpy((x - x.mean(0) * 0.5) / (x.std(0) + 1))
+    with torch.no_grad():
+        probs = [torch.sigmoid(net(xn).squeeze(1)).numpy() for net in nets]
+    np.testing.assert_allclose(Rescorer(entry).scores(x), np.mean(probs, 0), rtol=1e-5, atol=1e-7)
+    # a version-1 rescorer (one net, "state_dict") loads and scores as that net
+    single = {k: v for k, v in entry.items() if k != "state_dicts"} | {"state_dict": nets[1].state_dict()}
+    np.testing.assert_allclose(Rescorer(single).scores(x), probs[1], rtol=1e-5, atol=1e-7)
+    assert len(Rescorer(entry).scores(x[:0])) == 0
 
 
 def test_the_rescorer_is_kept_when_unchanged_and_removed_without_touching_the_detector(rescored_run):

@@ -15,7 +15,8 @@ views are fused, the stamp vote and the snap, it reads 34 features (:data:`FEATU
   edges, and ink in a ring just outside it;
 * the box's size and aspect.
 
-A small MLP (:func:`build_rescorer_net`) maps them to a new score. It is trained after the detector,
+Small MLPs (:func:`build_rescorer_net`), :data:`NETS` of them trained alike from different seeds, map
+them to a new score, the mean of their probabilities. They are trained after the detector,
 on the detector's own outputs for synthetic images it never saw (drawn like its training data, from
 the random stream ``(seed, 0x5C0E, i)``), with a soft target: the IoU of the true stroke each
 detection matches when the detections are matched greedily by score as COCO matches them (0 for a
@@ -46,6 +47,7 @@ FEATURES = ("score", "rank", "rel", "rank_t", "arc", "w", "h", "lasp", "larea", 
             "ink", "cov", "cov_diag", "cov_axis", "ext_min", "ext_max", "b0", "b1", "b2", "b3", "ring")
 HIDDEN = 32
 EPOCHS = 15
+NETS = 5                      # nets averaged (seeds seed * 1009 + k)
 MIN_DETECTIONS = 64           # fewer stroke detections (or none right) train no rescorer
 
 
@@ -174,9 +176,11 @@ class Rescorer:
         self.settings = dict(entry["settings"])
         self.mean = torch.as_tensor(np.asarray(entry["mean"], np.float32))
         self.std = torch.as_tensor(np.asarray(entry["std"], np.float32))
-        self.net = build_rescorer_net(len(self.mean))
-        self.net.load_state_dict(entry["state_dict"])
-        self.net.eval()
+        self.nets = []
+        for state in entry.get("state_dicts") or [entry["state_dict"]]:    # one net before version 2
+            net = build_rescorer_net(len(self.mean))
+            net.load_state_dict(state)
+            self.nets.append(net.eval())
 
     def matches(self, system) -> bool:
         """True when ``system`` (a :class:`predict.System1`) runs as the rescorer was trained to read."""
@@ -189,7 +193,7 @@ class Rescorer:
             return np.zeros(0, np.float32)
         with torch.inference_mode():
             x = (torch.from_numpy(np.asarray(features, np.float32)) - self.mean) / self.std
-            return torch.sigmoid(self.net(x).squeeze(1)).numpy()
+            return torch.stack([torch.sigmoid(net(x).squeeze(1)) for net in self.nets]).mean(0).numpy()
 
 
 def rescorer_training_set(system, num_images: int, seed: int, image_size: int, max_shapes: int = 3,
@@ -224,7 +228,7 @@ def rescorer_training_set(system, num_images: int, seed: int, image_size: int, m
 
 def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416, progress: bool = True) -> dict | None:
     """Train a rescorer for ``system`` (a :class:`predict.System1` loaded without one) on
-    ``num_images`` synthetic images; returns the checkpoint entry (settings, mean, std, state_dict,
+    ``num_images`` synthetic images; returns the checkpoint entry (settings, mean, std, state_dicts: one per net,
     metrics), or None when the detector gave fewer than ``MIN_DETECTIONS`` stroke detections or none
     that matches a true stroke (nothing to learn from)."""
     import torch
@@ -235,20 +239,25 @@ def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416
     mean, std = x.mean(0), x.std(0) + 1e-6
     xn = torch.from_numpy((x - mean) / std)
     yt = torch.from_numpy(y)
-    torch.manual_seed(seed)
-    net = build_rescorer_net(x.shape[1])
-    opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
-    losses = []
-    for _ in range(EPOCHS):
-        for b in torch.randperm(len(xn)).split(512):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xn[b]).squeeze(1), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+    nets, final = [], []
+    for k in range(NETS):
+        torch.manual_seed(seed * 1009 + k)
+        net = build_rescorer_net(x.shape[1])
+        opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
+        losses = []
+        for _ in range(EPOCHS):
+            for b in torch.randperm(len(xn)).split(512):
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xn[b]).squeeze(1), yt[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        nets.append(net)
+        final.append(float(np.mean(losses[-20:])))
     settings = {"images": int(num_images), "seed": int(seed), "image_size": int(image_size),
                 "views": system.views, "test_sizes": list(system.test_sizes), "stroke_mode": system.stroke_mode}
     metrics = {"detections": int(len(x)), "matched": int((y > 0).sum()),
-               "final_loss": round(float(np.mean(losses[-20:])), 4), "seconds": round(time.time() - t0, 1)}
+               "final_loss": round(float(np.mean(final)), 4), "nets": NETS, "seconds": round(time.time() - t0, 1)}
     return {"settings": settings, "mean": mean.tolist(), "std": std.tolist(),
-            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "metrics": metrics}
+            "state_dicts": [{k: v.detach().cpu() for k, v in net.state_dict().items()} for net in nets],
+            "metrics": metrics}
