@@ -226,6 +226,24 @@ def rescorer_training_set(system, num_images: int, seed: int, image_size: int, m
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _train_net(xn, yt, seed: int):
+    """One rescorer MLP trained from ``seed`` on normalised features and soft targets; returns it and
+    its mean loss over the last 20 batches."""
+    import torch
+    torch.manual_seed(seed)
+    net = build_rescorer_net(xn.shape[1])
+    opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
+    losses = []
+    for _ in range(EPOCHS):
+        for b in torch.randperm(len(xn)).split(512):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xn[b]).squeeze(1), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return net, float(np.mean(losses[-20:]))
+
+
 def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416, progress: bool = True) -> dict | None:
     """Train a rescorer for ``system`` (a :class:`predict.System1` loaded without one) on
     ``num_images`` synthetic images; returns the checkpoint entry (settings, mean, std, state_dicts: one per net,
@@ -239,21 +257,7 @@ def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416
     mean, std = x.mean(0), x.std(0) + 1e-6
     xn = torch.from_numpy((x - mean) / std)
     yt = torch.from_numpy(y)
-    nets, final = [], []
-    for k in range(NETS):
-        torch.manual_seed(seed * 1009 + k)
-        net = build_rescorer_net(x.shape[1])
-        opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
-        losses = []
-        for _ in range(EPOCHS):
-            for b in torch.randperm(len(xn)).split(512):
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xn[b]).squeeze(1), yt[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-        nets.append(net)
-        final.append(float(np.mean(losses[-20:])))
+    nets, final = zip(*(_train_net(xn, yt, seed * 1009 + k) for k in range(NETS)))
     settings = {"images": int(num_images), "seed": int(seed), "image_size": int(image_size),
                 "views": system.views, "test_sizes": list(system.test_sizes), "stroke_mode": system.stroke_mode}
     metrics = {"detections": int(len(x)), "matched": int((y > 0).sum()),

@@ -97,7 +97,7 @@ STAMP_VOTE_VERSION = 4
 # how the vote is read at inference; a change re-evaluates (2: stamped lines read along the line; 3: holes up to 150 px)
 STAMP_VOTE_RULES = 3
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
-# the stroke rescorer's features, target or network; a change retrains the rescorer (1: the first)
+# the stroke rescorer's features, target or network; a change retrains the rescorer (1: one net; 2: five averaged)
 RESCORER_VERSION = 2
 OVERLAY_MIN_SCORE = 0.3   # overlays (predict --overlay-dir) draw detections scored this or more
 PARSE_MIN_SCORE = 0.5     # System1.parse keeps shapes and strokes scored this or more (and strokes that fill gaps)
