@@ -265,7 +265,7 @@ def test_a_changed_stamp_vote_or_rescorer_is_trained_in_place_without_a_new_dete
     # so does the rescorer
     assert run(wd, "--stamp_images", "0", "--rescore_images", "0") == 0
     out = capsys.readouterr().out
-    assert "config changed: rescore_images 6 -> 0, rescorer_version 2 -> none" in out
+    assert "config changed: rescore_images 6 -> 0, rescorer_version 3 -> none" in out
     assert "only its stamp vote and stroke rescorer are trained" in out and fakes["train"][-1]["rescore_images"] == 0
     assert fakes["train"][-1]["out"].endswith("runs/smoke")
     # a vote from too few images is refused before any stage runs
@@ -810,7 +810,7 @@ def test_status_text_reasons(fakes, tmp_path, capsys):
     assert "epochs 2 -> 5" in capsys.readouterr().out
     # a key left out of the config when off reads as its value, not "(unset)"
     lines, _ = pipeline_status(wd, profiles.resolve_settings("smoke", {"rescore_images": 0}), None, explicit=True)
-    assert "config changed: rescore_images 6 -> 0, rescorer_version 2 -> none" in "\n".join(lines)
+    assert "config changed: rescore_images 6 -> 0, rescorer_version 3 -> none" in "\n".join(lines)
 
 
 def test_status_imports_no_torch(fakes, tmp_path):

@@ -1,4 +1,4 @@
-"""The stroke rescorer: its targets, its ink features, and how it is trained, stored and applied."""
+"""The rescorer of strokes and shapes: its targets, its ink features, and how it is trained, stored and applied."""
 
 import cv2
 import numpy as np
@@ -9,6 +9,7 @@ from bongard_system1.data.generate import generate_dataset
 from bongard_system1.predict import Detection, System1
 from bongard_system1.rescore import (FEATURES, NETS, RESCORE_MIN_SCORE, Rescorer, build_rescorer_net, greedy_targets,
                                      stroke_features)
+from bongard_system1.rescore_shapes import SHAPE_FEATURES, shape_features, shape_targets
 from bongard_system1.train import train_detector
 
 
@@ -79,6 +80,20 @@ def test_the_rescorer_is_trained_stored_and_applied_only_where_it_fits(rescored_
     assert sorted(map(tuple, (d.bbox for d in plain))) == sorted(map(tuple, (d.bbox for d in new)))
     assert all(RESCORE_MIN_SCORE <= d.score <= 1 for d in new)
     assert [d.score for d in new] == sorted((d.score for d in new), reverse=True)
+    # its shape nets re-rank the hybrid's shapes: the same boxes, new scores; other shape modes keep theirs
+    shape_part = torch.load(run / "best.pt", weights_only=True)["rescorer"]["shapes"]
+    assert len(shape_part["state_dicts"]) == NETS and len(shape_part["mean"]) == len(SHAPE_FEATURES)
+    assert shape_part["metrics"]["detections"] >= shape_part["metrics"]["matched"] > 0
+    assert system.rescorer.rescores_shapes(system)
+    plain = [d for d in system.postprocess(gray, out, rescore=False) if d.category == "shape"]
+    new = [d for d in system.postprocess(gray, out) if d.category == "shape"]
+    assert plain and sorted(map(tuple, (d.bbox for d in plain))) == sorted(map(tuple, (d.bbox for d in new)))
+    assert all(RESCORE_MIN_SCORE <= d.score <= 1 for d in new)
+    assert sorted(d.score for d in plain) != sorted(d.score for d in new)
+    snap = System1.load(run, device="cpu", shape_mode="snap")
+    assert snap.rescorer is not None and not snap.rescorer.rescores_shapes(snap)
+    assert ([d.score for d in snap.postprocess(gray, out) if d.category == "shape"]
+            == [d.score for d in snap.postprocess(gray, out, rescore=False) if d.category == "shape"])
 
 
 def test_a_rescorer_scores_the_mean_of_its_nets_probabilities_and_loads_a_single_net():
@@ -95,6 +110,18 @@ def test_a_rescorer_scores_the_mean_of_its_nets_probabilities_and_loads_a_single
     single = {k: v for k, v in entry.items() if k != "state_dicts"} | {"state_dict": nets[1].state_dict()}
     np.testing.assert_allclose(Rescorer(single).scores(x), probs[1], rtol=1e-5, atol=1e-7)
     assert len(Rescorer(entry).scores(x[:0])) == 0
+    assert Rescorer(entry).shapes is None                        # before version 3: strokes only
+    # version 3: shape nets beside the stroke nets, with their own normalisation
+    xs = np.random.default_rng(1).normal(size=(5, len(SHAPE_FEATURES))).astype(np.float32)
+    shape_nets = [build_rescorer_net(len(SHAPE_FEATURES)) for _ in range(2)]
+    both = entry | {"shapes": {"mean": np.zeros(len(SHAPE_FEATURES)).tolist(), "std": np.full(len(SHAPE_FEATURES), 2.0).tolist(),
+                               "state_dicts": [net.state_dict() for net in shape_nets]}}
+    with torch.no_grad():
+        shape_probs = [torch.sigmoid(net(torch.from_numpy(xs / 2)).squeeze(1)).numpy() for net in shape_nets]
+    np.testing.assert_allclose(Rescorer(both).shape_scores(xs), np.mean(shape_probs, 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(Rescorer(both).scores(x), np.mean(probs, 0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="features"):            # nets of another feature set do not load
+        Rescorer(entry | {"shapes": {**both["shapes"], "mean": [0.0] * 3, "std": [1.0] * 3}})
 
 
 def test_the_rescorer_is_kept_when_unchanged_and_removed_without_touching_the_detector(rescored_run):
@@ -149,3 +176,67 @@ def test_on_real_strokes_the_ink_features_tell_whole_lines_from_pieces_and_merge
     assert len(piece_past) > 50 and len(merged_cov) > 30
     assert np.median(piece_past) > 0.8 and np.median(whole_past) < 0.3     # 1.0 and 0.0 when written
     assert np.mean(np.array(whole_cov) > np.array(merged_cov)) > 0.8     # 91% of 209 pairs when written
+
+
+def test_shape_targets_match_by_score_as_coco_does():
+    truth = [[10, 10, 100, 100], [200, 10, 50, 50]]
+    cands = [Detection([10, 10, 240, 100], 0.9, "shape"),     # the joint box of both: IoU < 0.5 with either
+             Detection([10, 10, 100, 100], 0.3, "shape"),     # the first shape, exactly
+             Detection([12, 10, 100, 100], 0.6, "shape"),     # nearly: matched first, as it scores higher
+             Detection([200, 10, 50, 60], 0.2, "shape")]      # the second: IoU 5/6
+    t = shape_targets(cands, truth)
+    assert t[0] == 0 and t[1] == 0 and t[2] == pytest.approx(9800 / 10200) and t[3] == pytest.approx(5 / 6)
+    assert not shape_targets(cands, []).any() and len(shape_targets([], truth)) == 0
+
+
+def test_shape_features_tell_a_joint_box_from_the_shapes_inside_it():
+    """Two squares joined by a line (from inside the left one) make one ink component; the network
+    (given here) sees each square. Each square's box has ink all along its four edges, and the left
+    one's cuts the line; the component's box holds both and cuts no stroke."""
+    gray = np.full((256, 256), 255, np.uint8)
+    cv2.rectangle(gray, (30, 60), (100, 130), 0, 4)
+    cv2.rectangle(gray, (140, 60), (210, 130), 0, 4)
+    cv2.line(gray, (60, 95), (140, 95), 0, 4)
+    left, right = Detection([28.0, 58.0, 75.0, 75.0], 0.8, "shape"), Detection([138.0, 58.0, 75.0, 75.0], 0.7, "shape")
+    joint = Detection([28.0, 58.0, 185.0, 75.0], 0.9, "shape")          # the component's box, as the hybrid gives it
+    beside = Detection([60.0, 140.0, 50.0, 50.0], 0.1, "shape")         # no ink at all
+    strokes = [Detection([58.0, 93.0, 84.0, 4.0], 0.9, "line")]        # the joining line
+    out = {"boxes": torch.tensor([[28.0, 58.0, 103.0, 133.0]]), "scores": torch.tensor([0.8]),
+           "labels": torch.tensor([1]), "views": torch.tensor([0])}
+    f = shape_features(gray, [joint, left, right, beside], [left, right], strokes, out, ["shape", "line/normal"], 1)
+    assert f.shape == (4, len(SHAPE_FEATURES)) and np.isfinite(f).all()
+    col = {name: f[:, k] for k, name in enumerate(SHAPE_FEATURES)}
+    assert list(col["comp"]) == [1, 0, 0, 0] and list(col["part"]) == [0, 1, 1, 0] and list(col["left"]) == [0, 0, 0, 1]
+    assert min(col["b0"][1:3]) > 0.9 and col["b0"][3] == 0                # ink all along every edge, or none
+    assert 0.5 < col["b0"][0] < 0.9 and col["b3"][0] > 0.9                # the gap between the squares
+    assert col["n_in"][0] == 2 and col["n_in"][1] == 0                          # both squares inside the joint box
+    assert col["st_cut"][1] == 1 and col["st_cut"][0] == 0                      # a square's edge cuts the line
+    assert col["v_mean"][1] == pytest.approx(0.8) and col["v_mean"][2] == 0    # the view saw the left square
+    assert col["net_best"][1] == pytest.approx(0.8) and col["net_best"][0] == 0
+
+
+def test_on_real_shapes_true_boxes_have_ink_on_every_edge_and_none_just_outside(real_dir):
+    """On real images, with their true shape boxes: ink on their edges and none in the ring just
+    outside; boxes grown by 6 px have no ink on their edges, boxes shrunk by 6 px ink just outside."""
+    import json
+    coco = json.loads((real_dir / "shapes_coco.json").read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64),
+             "views": torch.zeros(0, dtype=torch.int64)}
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    true_edges, true_ring, grown_edges, shrunk_ring = [], [], [], []
+    for image_id, boxes in list(by_image.items())[::12]:
+        gray = cv2.imread(str(real_dir / files[image_id]), 0)
+        for x, y, w, h in boxes:
+            dets = [Detection([x, y, w, h], 0.9, "shape"), Detection([x - 6, y - 6, w + 12, h + 12], 0.5, "shape"),
+                    Detection([x + 6, y + 6, w - 12, h - 12], 0.4, "shape")]
+            f = shape_features(gray, dets, [], [], empty, ["shape"], 1)
+            edges = f[:, [SHAPE_FEATURES.index(k) for k in ("b0", "b1", "b2", "b3")]]
+            ring = f[:, SHAPE_FEATURES.index("ring")]
+            true_edges.append(int((edges[0] > 0).sum())), true_ring.append(ring[0])
+            grown_edges.append(edges[1].max()), shrunk_ring.append(ring[2])
+    # 24 points an edge can miss where a curve only grazes it: most true boxes show ink on 3 or 4 edges
+    assert len(true_edges) > 80 and np.mean(true_edges) > 3 and np.mean(np.array(true_edges) > 0) > 0.95
+    assert max(true_ring) == 0 and max(grown_edges) == 0 and np.percentile(shrunk_ring, 10) > 0.03

@@ -41,6 +41,7 @@ from .settings import (FUSE_IOU, HYBRID_CONFIDENT, HYBRID_PARTS_MIN, HYBRID_WHOL
                        OVERLAY_MIN_SCORE, PARSE_MIN_SCORE, STROKE_SNAP_INSIDE, STROKE_SNAP_OUTSIDE,
                        TEST_SIZE_RANGE, TEST_VIEWS, default_test_size)
 from .rescore import RESCORE_MIN_SCORE, stroke_features
+from .rescore_shapes import shape_features
 from .views import MAX_VIEWS, fuse, to_original, view_images
 from .wording import counted
 
@@ -427,7 +428,7 @@ class System1:
             try:
                 rescorer = Rescorer(ckpt["rescorer"])
             except (KeyError, RuntimeError, TypeError, AttributeError, ValueError) as exc:
-                raise System1Error(f"{path}: its stroke rescorer does not load ({str(exc).splitlines()[0]})")
+                raise System1Error(f"{path}: its rescorer does not load ({str(exc).splitlines()[0]})")
         return cls(model.to(dev), ckpt["model_config"], list(ckpt["class_names"]), dev, shape_mode, size, vote,
                    TEST_VIEWS if views is None else views, amp, stroke_mode, rescorer)
 
@@ -486,7 +487,9 @@ class System1:
         meet the ink (as ``stroke_mode`` and ``shape_mode`` say), then the strokes rescored (if the model
         has a rescorer that matches how this system runs, and ``rescore``): the fused strokes scored
         ``rescore.RESCORE_MIN_SCORE`` (0.05) or more get new scores from 0.05 to 1 in the rescorer's
-        order, and ``score_threshold`` applies to the new scores (and to the hybrid's shape scores):
+        order. Where the rescorer has shape nets (version 3 on) and the shape mode is ``hybrid``, the
+        hybrid's shapes, made from the network's shapes scored 0.05 or more, get new scores from 0.05
+        to 1 alike. ``score_threshold`` applies to the new scores (and to the hybrid's shape scores):
         every detection returned scores ``score_threshold`` or more."""
         import torch
         all_boxes, all_scores, all_labels = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
@@ -497,16 +500,18 @@ class System1:
         if rescorer is not None and not rescorer.matches(self):    # views or modes changed since loading
             rescorer = None
         stroke_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
+        rescore_shapes = rescorer is not None and rescorer.rescores_shapes(self)
+        shape_threshold = RESCORE_MIN_SCORE if rescore_shapes else score_threshold
         all_names = [self.names[int(l) - 1] for l in all_labels]
         group_of = {"shape": 0, "line": 1, "arc": 2}
         groups = torch.tensor([group_of[n.split("/")[0]] for n in all_names], dtype=torch.int64)
         boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, n_views, FUSE_IOU)
-        keep = torch.nonzero(scores >= min(score_threshold, stroke_threshold)).flatten()
+        keep = torch.nonzero(scores >= min(shape_threshold, stroke_threshold)).flatten()
         names = [self.names[int(l) - 1] for l in labels]
         cats = [n.split("/")[0] for n in names]
         dets, shapes = [], []
         for i in keep.tolist():
-            if float(scores[i]) < (score_threshold if cats[i] == "shape" else stroke_threshold):
+            if float(scores[i]) < (shape_threshold if cats[i] == "shape" else stroke_threshold):
                 continue
             b = boxes[i].tolist()
             style = names[i].split("/")[1] if "/" in names[i] else None
@@ -519,6 +524,12 @@ class System1:
             self.stamp_vote.restyle(gray, dets, scores_at)
         network_shapes, shapes = shapes, refine_shapes(gray, shapes, self.shape_mode)
         strokes = refine_strokes(gray, dets, self.stroke_mode)
+        if rescore_shapes and shapes:       # the strokes' fused scores are among its features: before theirs change
+            snapped = refine_shapes(gray, network_shapes, "snap")
+            new = rescorer.shape_scores(shape_features(gray, shapes, snapped, strokes, out, self.names, n_views))
+            for d, sc in zip(shapes, new.tolist()):
+                d.score = RESCORE_MIN_SCORE + (1.0 - RESCORE_MIN_SCORE) * float(sc)
+            shapes.sort(key=lambda d: -d.score)
         if rescorer is not None and strokes:
             new = rescorer.scores(stroke_features(gray, strokes, network_shapes, out, self.names, n_views))
             for d, sc in zip(strokes, new.tolist()):     # from RESCORE_MIN_SCORE to 1, as the rescorer ranks them

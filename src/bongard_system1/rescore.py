@@ -51,7 +51,7 @@ NETS = 5                      # nets averaged (seeds seed * 1009 + k)
 MIN_DETECTIONS = 64           # fewer stroke detections (or none right) train no rescorer
 
 
-def _on_ink(ink: np.ndarray, p0, p1, n: int = 24) -> float:
+def on_ink(ink: np.ndarray, p0, p1, n: int = 24) -> float:
     """The share of ``n`` points evenly spaced from ``p0`` to ``p1`` that fall on ink (outside the
     image counts as no ink)."""
     t = np.linspace(0.0, 1.0, n)[:, None]
@@ -129,14 +129,14 @@ def stroke_features(gray: np.ndarray, strokes: list, shapes: list, out: dict, na
         f["ink"] = float(ink[iy0:iy1, ix0:ix1].mean()) if ix1 > ix0 and iy1 > iy0 else 0.0
         lines = [((x0, y0), (x1, y1)), ((x0, y1), (x1, y0)),                  # the diagonals
                  ((x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2)), (((x0 + x1) / 2, y0), ((x0 + x1) / 2, y1))]
-        covs = [_on_ink(ink_wide, a, b) for a, b in lines]
+        covs = [on_ink(ink_wide, a, b) for a, b in lines]
         k = int(np.argmax(covs))
         f.update(cov=covs[k], cov_diag=max(covs[:2]), cov_axis=max(covs[2:]))
         a, b = np.array(lines[k][0], np.float64), np.array(lines[k][1], np.float64)
         u = (b - a) / (np.linalg.norm(b - a) + 1e-9)
-        past = (_on_ink(ink_wide, a - u * 12 / s, a - u * 2 / s, 8), _on_ink(ink_wide, b + u * 2 / s, b + u * 12 / s, 8))
+        past = (on_ink(ink_wide, a - u * 12 / s, a - u * 2 / s, 8), on_ink(ink_wide, b + u * 2 / s, b + u * 12 / s, 8))
         f.update(ext_min=min(past), ext_max=max(past))
-        edges = sorted(_on_ink(ink, p, q, 16) for p, q in (((x0, y0), (x1, y0)), ((x0, y1), (x1, y1)),
+        edges = sorted(on_ink(ink, p, q, 16) for p, q in (((x0, y0), (x1, y0)), ((x0, y1), (x1, y1)),
                                                            ((x0, y0), (x0, y1)), ((x1, y0), (x1, y1))))
         f.update(b0=edges[0], b1=edges[1], b2=edges[2], b3=edges[3])
         m = int(6 / s)
@@ -169,41 +169,70 @@ def build_rescorer_net(num_features: int = len(FEATURES), hidden: int = HIDDEN):
 
 
 class Rescorer:
-    """A trained rescorer (a checkpoint's ``rescorer`` entry), applied to one image's strokes."""
+    """A trained rescorer (a checkpoint's ``rescorer`` entry), applied to one image's strokes and,
+    where the entry holds its shape nets (version 3 on), to the hybrid's shapes."""
 
     def __init__(self, entry: dict):
-        import torch
         self.settings = dict(entry["settings"])
-        self.mean = torch.as_tensor(np.asarray(entry["mean"], np.float32))
-        self.std = torch.as_tensor(np.asarray(entry["std"], np.float32))
-        self.nets = []
-        for state in entry.get("state_dicts") or [entry["state_dict"]]:    # one net before version 2
-            net = build_rescorer_net(len(self.mean))
-            net.load_state_dict(state)
-            self.nets.append(net.eval())
+        self.mean, self.std, self.nets = _load_nets(entry, len(FEATURES))
+        self.shapes = None
+        if entry.get("shapes") is not None:
+            from .rescore_shapes import SHAPE_FEATURES
+            self.shapes = _load_nets(entry["shapes"], len(SHAPE_FEATURES))
 
     def matches(self, system) -> bool:
         """True when ``system`` (a :class:`predict.System1`) runs as the rescorer was trained to read."""
         return (self.settings.get("views") == system.views and list(self.settings.get("test_sizes", ()))
                 == list(system.test_sizes) and self.settings.get("stroke_mode") == system.stroke_mode)
 
+    def rescores_shapes(self, system) -> bool:
+        """True when it also re-ranks ``system``'s shapes: it has shape nets and the shapes are the hybrid's."""
+        return self.shapes is not None and system.shape_mode == "hybrid"
+
     def scores(self, features: np.ndarray) -> np.ndarray:
-        import torch
-        if not len(features):
-            return np.zeros(0, np.float32)
-        with torch.inference_mode():
-            x = (torch.from_numpy(np.asarray(features, np.float32)) - self.mean) / self.std
-            return torch.stack([torch.sigmoid(net(x).squeeze(1)) for net in self.nets]).mean(0).numpy()
+        """New stroke scores (the mean of the nets' probabilities) from :func:`stroke_features`."""
+        return _mean_probability(self.mean, self.std, self.nets, features)
+
+    def shape_scores(self, features: np.ndarray) -> np.ndarray:
+        """New shape scores from :func:`rescore_shapes.shape_features`."""
+        return _mean_probability(*self.shapes, features)
+
+
+def _load_nets(entry: dict, num_features: int):
+    """The normalisation and the MLPs of one part of a rescorer entry."""
+    import torch
+    mean = torch.as_tensor(np.asarray(entry["mean"], np.float32))
+    std = torch.as_tensor(np.asarray(entry["std"], np.float32))
+    if len(mean) != num_features:
+        raise ValueError(f"it reads {len(mean)} features where this version reads {num_features}")
+    nets = []
+    for state in entry.get("state_dicts") or [entry["state_dict"]]:    # one net before version 2
+        net = build_rescorer_net(len(mean))
+        net.load_state_dict(state)
+        nets.append(net.eval())
+    return mean, std, nets
+
+
+def _mean_probability(mean, std, nets, features: np.ndarray) -> np.ndarray:
+    import torch
+    if not len(features):
+        return np.zeros(0, np.float32)
+    with torch.inference_mode():
+        x = (torch.from_numpy(np.asarray(features, np.float32)) - mean) / std
+        return torch.stack([torch.sigmoid(net(x).squeeze(1)) for net in nets]).mean(0).numpy()
 
 
 def rescorer_training_set(system, num_images: int, seed: int, image_size: int, max_shapes: int = 3,
-                          progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Features and targets of ``system``'s stroke detections (without a rescorer) on ``num_images``
-    synthetic images drawn like its training data (image ``i`` from the stream ``(seed, 0x5C0E, i)``)."""
+                          progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Features and targets of ``system``'s stroke detections (without a rescorer) and of its hybrid's
+    shape candidates on ``num_images`` synthetic images drawn like its training data (image ``i``
+    from the stream ``(seed, 0x5C0E, i)``): ``{"strokes": (x, y), "shapes": (x, y)}``."""
     from tqdm import tqdm
     from .logo.render import render
     from .logo.sample import sample_image
-    xs, ys = [], []
+    from .predict import hybrid_shapes, refine_shapes
+    from .rescore_shapes import shape_features, shape_targets
+    parts = {"strokes": ([], []), "shapes": ([], [])}
     for i in tqdm(range(num_images), desc="rescorer images", unit="img", disable=not progress, file=sys.stderr,
                   leave=False):
         shapes, pen = sample_image(np.random.default_rng([int(seed), 0x5C0E, i]), max_shapes=max_shapes)
@@ -220,10 +249,15 @@ def rescorer_training_set(system, num_images: int, seed: int, image_size: int, m
         finally:
             system.shape_mode = mode
         strokes = [d for d in dets if d.category != "shape"]
-        xs.append(stroke_features(r.image, strokes, [d for d in dets if d.category == "shape"], out, system.names,
-                                  system.n_views))
-        ys.append(greedy_targets(strokes, truth))
-    return np.concatenate(xs), np.concatenate(ys)
+        network_shapes = [d for d in dets if d.category == "shape"]
+        parts["strokes"][0].append(stroke_features(r.image, strokes, network_shapes, out, system.names, system.n_views))
+        parts["strokes"][1].append(greedy_targets(strokes, truth))
+        snapped = refine_shapes(r.image, network_shapes, "snap")
+        candidates = hybrid_shapes(r.image, snapped)
+        parts["shapes"][0].append(shape_features(r.image, candidates, snapped, strokes, out, system.names,
+                                                 system.n_views))
+        parts["shapes"][1].append(shape_targets(candidates, [b for b in r.shape_boxes or [] if b is not None]))
+    return {k: (np.concatenate(x), np.concatenate(y)) for k, (x, y) in parts.items()}
 
 
 def _train_net(xn, yt, seed: int):
@@ -244,24 +278,38 @@ def _train_net(xn, yt, seed: int):
     return net, float(np.mean(losses[-20:]))
 
 
-def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416, progress: bool = True) -> dict | None:
-    """Train a rescorer for ``system`` (a :class:`predict.System1` loaded without one) on
-    ``num_images`` synthetic images; returns the checkpoint entry (settings, mean, std, state_dicts: one per net,
-    metrics), or None when the detector gave fewer than ``MIN_DETECTIONS`` stroke detections or none
-    that matches a true stroke (nothing to learn from)."""
+def _train_part(x: np.ndarray, y: np.ndarray, seed: int) -> dict | None:
+    """:data:`NETS` MLPs trained alike on one part's features and targets (seeds ``seed * 1009 + k``):
+    its normalisation, state_dicts and metrics, or None when there are fewer than
+    :data:`MIN_DETECTIONS` rows or none right (nothing to learn from)."""
     import torch
-    t0 = time.time()
-    x, y = rescorer_training_set(system, num_images, seed, image_size, progress=progress)
     if len(x) < MIN_DETECTIONS or not (y > 0).any():
         return None
     mean, std = x.mean(0), x.std(0) + 1e-6
     xn = torch.from_numpy((x - mean) / std)
     yt = torch.from_numpy(y)
     nets, final = zip(*(_train_net(xn, yt, seed * 1009 + k) for k in range(NETS)))
-    settings = {"images": int(num_images), "seed": int(seed), "image_size": int(image_size),
-                "views": system.views, "test_sizes": list(system.test_sizes), "stroke_mode": system.stroke_mode}
     metrics = {"detections": int(len(x)), "matched": int((y > 0).sum()),
-               "final_loss": round(float(np.mean(final)), 4), "nets": NETS, "seconds": round(time.time() - t0, 1)}
-    return {"settings": settings, "mean": mean.tolist(), "std": std.tolist(),
+               "final_loss": round(float(np.mean(final)), 4), "nets": NETS}
+    return {"mean": mean.tolist(), "std": std.tolist(),
             "state_dicts": [{k: v.detach().cpu() for k, v in net.state_dict().items()} for net in nets],
             "metrics": metrics}
+
+
+def train_rescorer(system, num_images: int, seed: int = 0, image_size: int = 416, progress: bool = True) -> dict | None:
+    """Train a rescorer for ``system`` (a :class:`predict.System1` loaded without one) on
+    ``num_images`` synthetic images; returns the checkpoint entry (settings, mean, std, state_dicts: one per net,
+    metrics, and ``shapes``: the shape nets' own mean, std, state_dicts and metrics, or None), or None
+    when the detector gave fewer than ``MIN_DETECTIONS`` stroke detections or none that matches a
+    true stroke (nothing to learn from)."""
+    t0 = time.time()
+    data = rescorer_training_set(system, num_images, seed, image_size, progress=progress)
+    entry = _train_part(*data["strokes"], seed)
+    if entry is None:
+        return None
+    entry["shapes"] = _train_part(*data["shapes"], seed)
+    entry["settings"] = {"images": int(num_images), "seed": int(seed), "image_size": int(image_size),
+                         "views": system.views, "test_sizes": list(system.test_sizes),
+                         "stroke_mode": system.stroke_mode}
+    entry["metrics"]["seconds"] = round(time.time() - t0, 1)
+    return entry

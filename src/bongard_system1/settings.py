@@ -57,7 +57,8 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
   it re-evaluates.
 * ``RESCORER_VERSION`` (in the training stage's config): the stroke rescorer's features, target or
   network (``rescore``); a change retrains the rescorer, not the detector. Version 2 (2026-12-07):
-  the mean of five nets trained from different seeds, where version 1 had one.
+  the mean of five nets trained from different seeds, where version 1 had one. Version 3 (2026-12-07):
+  five more nets, trained in the same pass, re-rank the hybrid's shapes (``rescore_shapes``).
 * ``PARSE_MIN_SCORE``, ``GROUPING_VERSION`` (in the evaluation stage's config): ``System1.parse``
   keeps the shapes and strokes scored this or more, adds lower-scored strokes that fill gaps (ink of
   a kept shape that no kept stroke's box covers), and puts each stroke in a shape by the rule of
@@ -97,8 +98,9 @@ STAMP_VOTE_VERSION = 4
 # how the vote is read at inference; a change re-evaluates (2: stamped lines read along the line; 3: holes up to 150 px)
 STAMP_VOTE_RULES = 3
 MIN_STAMP_IMAGES = 50     # a stamp vote from fewer images lacks patches of some stamp style
-# the stroke rescorer's features, target or network; a change retrains the rescorer (1: one net; 2: five averaged)
-RESCORER_VERSION = 2
+# the rescorer's features, target or network; a change retrains the rescorer (1: one net; 2: five averaged;
+# 3: shape nets too)
+RESCORER_VERSION = 3
 OVERLAY_MIN_SCORE = 0.3   # overlays (predict --overlay-dir) draw detections scored this or more
 PARSE_MIN_SCORE = 0.5     # System1.parse keeps shapes and strokes scored this or more (and strokes that fill gaps)
 GROUPING_VERSION = 3      # the rule that puts strokes in shapes (grouping.assign_strokes); 2: ties within 90%,
