@@ -258,7 +258,7 @@ def test_a_changed_stamp_vote_or_rescorer_is_trained_in_place_without_a_new_dete
     assert run(wd, "--stamp_images", "0") == 0
     out = capsys.readouterr().out
     assert "[training] running: config changed: stamp_images 60 -> 0" in out
-    assert "only its stamp vote and stroke rescorer are trained" in out and ran_stages(out) == ["training", "evaluation"]
+    assert "only its stamp vote and rescorer are trained" in out and ran_stages(out) == ["training", "evaluation"]
     # the finished run folder itself, not a fresh staging folder
     assert fakes["train"][-1]["out"].endswith("runs/smoke") and fakes["train"][-1]["stamp_images"] == 0
     assert not (wd / "runs" / "smoke.new").exists()
@@ -266,7 +266,7 @@ def test_a_changed_stamp_vote_or_rescorer_is_trained_in_place_without_a_new_dete
     assert run(wd, "--stamp_images", "0", "--rescore_images", "0") == 0
     out = capsys.readouterr().out
     assert "config changed: rescore_images 6 -> 0, rescorer_version 3 -> none" in out
-    assert "only its stamp vote and stroke rescorer are trained" in out and fakes["train"][-1]["rescore_images"] == 0
+    assert "only its stamp vote and rescorer are trained" in out and fakes["train"][-1]["rescore_images"] == 0
     assert fakes["train"][-1]["out"].endswith("runs/smoke")
     # a vote from too few images is refused before any stage runs
     assert run(wd, "--stamp_images", "10") == 2

@@ -32,8 +32,9 @@ from .settings import MAX_VIEWS, OVERLAY_MIN_SCORE, PARSE_MIN_SCORE, TEST_VIEWS
 _TEST_SIZE_HELP = ("resize images to S px for the network (default: 1.15x the training size, rounded to 32; "
                    "models only, not the baseline); several sizes, comma-separated (e.g. 480,416), "
                    "are all seen and their views fused, for a little more AP at more time")
-_NO_RESCORE_HELP = ("keep the detector's fused stroke scores (skip the stroke rescorer stored with the model; "
-                    "it is skipped anyway with views, test sizes or a stroke mode it was not trained for)")
+_NO_RESCORE_HELP = ("keep the detector's fused stroke scores and the hybrid's shape scores (skip the rescorer "
+                    "stored with the model; it is skipped anyway with views, test sizes or a stroke mode it was "
+                    "not trained for, and its shape part with a shape mode other than hybrid)")
 _NO_VOTE_HELP = "leave stamp styles as the detector gives them (skip the stamp vote stored with the model)"
 _VIEWS_HELP = (f"views of each image the network sees, 1 to {MAX_VIEWS}: the image, mirrored left-right, mirrored top-bottom, "
                f"transposed, then its other symmetries (rotations, the other diagonal); their detections are fused "
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic images for the stamp vote trained after the detector (default 3000; 0: none; "
                         "else at least 50)")
     t.add_argument("--rescore-images", type=_non_negative_int, default=800, metavar="N",
-                   help="synthetic images whose detections train the stroke rescorer after the stamp vote "
+                   help="synthetic images whose detections train the rescorer of strokes and shapes after the stamp vote "
                         "(default 800; 0: none)")
     t.add_argument("--restart", action="store_true", help="start over even if the --out folder holds a run with another config")
     t.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parse-min-score", type=_unit, default=PARSE_MIN_SCORE, metavar="P",
                    help=f"shapes and strokes kept in --parse-out: score P or more, and lower-scored strokes that "
                         f"cover ink no kept stroke covers (default {PARSE_MIN_SCORE:g}, "
-                        "chosen for a model with its stroke rescorer; whatever --score-threshold and the "
+                        "chosen for a model with its rescorer; whatever --score-threshold and the "
                         "--coco file's categories keep in --out)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: CUDA when there is one")
     r.add_argument("--score-threshold", type=_unit, default=0.05,

@@ -408,8 +408,8 @@ class System1:
              stroke_mode: str = "snap", rescore: bool = True) -> "System1":
         """A trained model ready for inference; ``test_size`` None means :func:`default_test_size`;
         ``stamp_vote``: use the stamp vote the checkpoint carries (if any); ``views`` None means
-        ``settings.TEST_VIEWS``; ``rescore``: use the stroke rescorer the checkpoint carries (if any, and
-        if it was trained for these settings)."""
+        ``settings.TEST_VIEWS``; ``rescore``: use the rescorer the checkpoint carries (if any, and
+        if it was trained for these settings; its shape part only in the hybrid shape mode)."""
         from .train import load_checkpoint_model, resolve_device
         dev = resolve_device(device)
         path = resolve_model_path(path)

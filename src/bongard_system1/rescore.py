@@ -1,4 +1,4 @@
-"""The stroke rescorer: a small second stage that re-ranks the detector's stroke detections.
+"""The rescorer: a small second stage that re-ranks the detector's stroke detections and the hybrid's shapes.
 
 The detector's candidate boxes hold nearly every real stroke (an earlier model's held a box at IoU
 >= 0.5 for 97 to 99% of them); what it loses is ranking: confident pieces of a stroke, boxes over two strokes in a row, and
@@ -26,8 +26,12 @@ Measured offline on the 8-epoch quick model's dumped four-view outputs, trained 
 images: synthetic validation strokes AP 0.706 -> 0.734, real strokes AP 0.691 -> 0.723 and AP50
 0.871 -> 0.904 (see docs/measurements.md).
 
+Its shape part (:mod:`rescore_shapes`, since version 3): :data:`NETS` more MLPs of the same make,
+trained in the same pass over the same images, re-rank the hybrid's shape boxes (see that module).
+
 The features depend on how the detector ran (views, test sizes, stroke boxes snapped or not), so a
-rescorer is used only with the settings it was trained with (:meth:`Rescorer.matches`).
+rescorer is used only with the settings it was trained with (:meth:`Rescorer.matches`), and its
+shape part only in the hybrid shape mode (:meth:`Rescorer.rescores_shapes`).
 """
 
 from __future__ import annotations

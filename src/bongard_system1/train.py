@@ -8,7 +8,7 @@ rewritten from the checkpoint's history so a resumed run never duplicates rows) 
 ends where an uninterrupted run ends: samples and augmentations are seeded per epoch and index.
 Progressive resizing: the first half of the one-cycle epochs train at ``early_scale`` times the
 image size (rounded to a multiple of 32; 320 px for 416), the rest and the SWA epochs at full size.
-After the detector, the stamp vote (:mod:`stamps`) and then the stroke rescorer (:mod:`rescore`) are
+After the detector, the stamp vote (:mod:`stamps`) and then the rescorer of strokes and shapes (:mod:`rescore`) are
 trained and stored in ``best.pt``; they have their own settings, outside the detector's config hash,
 so they can be added to a finished run.
 """
@@ -395,7 +395,7 @@ def train_detector(data_dir, out_dir, *, backbone="resnet18", categories="all", 
                    restart=False, progress=True, val_images=200, stamp_images=3000, early_scale=0.75,
                    rescore_images=800, start_over_unresumable=False) -> dict:
     """Train (or resume, or confirm finished) a detector in ``out_dir``, then its stamp vote on
-    ``stamp_images`` synthetic images (0: none) and its stroke rescorer on the detector's outputs for
+    ``stamp_images`` synthetic images (0: none) and its rescorer on the detector's outputs for
     ``rescore_images`` synthetic images (0: none); returns a summary dict. ``early_scale``: the size of
     the early epochs relative to ``image_size`` (1: every epoch at full size; see :func:`epoch_plan`).
     One training at a time in a run folder: a second is refused while the first runs. A folder with
@@ -715,7 +715,7 @@ def add_stamp_vote(best_path, num_images, seed, device, progress=True) -> dict |
 
 
 def add_rescorer(best_path, num_images, seed, device, progress=True) -> dict | None:
-    """Train the stroke rescorer on the detector's own outputs (with its stamp vote, at the default
+    """Train the rescorer (of strokes, and of the hybrid's shapes) on the detector's own outputs (with its stamp vote, at the default
     inference settings) for ``num_images`` synthetic images and store it in ``best_path`` (rewritten
     atomically), unless it already holds one made with the same settings and the same detector; 0
     removes it. Returns the rescorer's settings and metrics, or None."""
@@ -728,11 +728,12 @@ def add_rescorer(best_path, num_images, seed, device, progress=True) -> dict | N
     wanted = {"images": int(num_images), "seed": int(seed), "version": RESCORER_VERSION,
               "detector": _weights_digest(ckpt)}
     if old is not None and old.get("wanted") == wanted:
-        return {"settings": old.get("settings"), "metrics": old.get("metrics")}
+        return {"settings": old.get("settings"), "metrics": old.get("metrics"),
+                "shape_metrics": (old.get("shapes") or {}).get("metrics")}
     system = System1.load(best_path, device=device, rescore=False)
     entry = train_rescorer(system, int(num_images), int(seed), int(ckpt["model_config"]["image_size"]), progress)
     if entry is None:       # a detector too weak to give right strokes: it goes on without a rescorer
-        print(f"stroke rescorer: not trained (the detector's strokes on {num_images} images gave too few "
+        print(f"rescorer: not trained (the detector's strokes on {num_images} images gave too few "
               "detections, or none right)", file=sys.stderr)
         if ckpt.pop("rescorer", None) is not None:
             _atomic_torch_save(ckpt, best_path)
@@ -741,9 +742,12 @@ def add_rescorer(best_path, num_images, seed, device, progress=True) -> dict | N
     ckpt["rescorer"] = entry
     _atomic_torch_save(ckpt, best_path)
     m = entry["metrics"]
-    print(f"stroke rescorer: {m['detections']} stroke detections ({m['matched']} right) from {num_images} images, "
+    shapes = (entry.get("shapes") or {}).get("metrics")
+    print(f"rescorer: {m['detections']} stroke detections ({m['matched']} right)"
+          + (f" and {shapes['detections']} shape candidates ({shapes['matched']} right)" if shapes else "")
+          + f" from {num_images} images, "
           f"{m['seconds']:.0f}s", file=sys.stderr)
-    return {"settings": entry["settings"], "metrics": m}
+    return {"settings": entry["settings"], "metrics": m, "shape_metrics": shapes}
 
 
 def _weights_digest(ckpt: dict) -> str:

@@ -72,7 +72,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, default_profile: str | None)
     g.add_argument("--stamp_images", "--stamp-images", dest="stamp_images", type=_non_negative_int, metavar="N",
                    help="synthetic images for the stamp vote trained after the detector (0: none)")
     g.add_argument("--rescore_images", "--rescore-images", dest="rescore_images", type=_non_negative_int, metavar="N",
-                   help="synthetic images whose detections train the stroke rescorer after the stamp vote (0: none)")
+                   help="synthetic images whose detections train the rescorer of strokes and shapes after the stamp vote "
+                        "(0: none)")
     g.add_argument("--seed", type=_seed, help="seed of the data and of training")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train and evaluate (auto: CUDA when there is one)")
     g.add_argument("--workers", type=_non_negative_int, metavar="N", help="training loader workers, and the data stage's drawing processes (default: the profile's "

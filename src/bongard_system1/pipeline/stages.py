@@ -283,7 +283,7 @@ SECOND_STAGE_KEYS = {"stamp_images", "stamp_vote_version", "rescore_images", "re
 
 def _only_second_stages_changed(decision: Decision, cfg: dict, target: Path) -> bool:
     """True when a complete training differs from ``cfg`` only in the settings of the stamp vote or
-    the stroke rescorer (they live outside the detector's own config, see ``train.add_stamp_vote``
+    the rescorer (they live outside the detector's own config, see ``train.add_stamp_vote``
     and ``train.add_rescorer``)."""
     rec = decision.record or {}
     old = rec.get("config") or {}
@@ -471,7 +471,7 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
     second_stages_only = ctx.opts.checkpoint and _only_second_stages_changed(decision, cfg, target)
     if second_stages_only:
         build, fresh = target, False        # the detector stands; train_detector only redoes vote and rescorer
-        ctx.log("[training] the detector is unchanged: only its stamp vote and stroke rescorer are trained")
+        ctx.log("[training] the detector is unchanged: only its stamp vote and rescorer are trained")
     elif ctx.opts.checkpoint:
         build, fresh = _choose_build_dir(decision, target, ctx.workdir)
     else:
