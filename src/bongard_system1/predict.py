@@ -501,7 +501,8 @@ class System1:
             rescorer = None
         stroke_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
         rescore_shapes = rescorer is not None and rescorer.rescores_shapes(self)
-        shape_threshold = RESCORE_MIN_SCORE if rescore_shapes else score_threshold
+        # the rescorer reads the network's shapes as it was trained to, whatever the threshold
+        shape_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
         all_names = [self.names[int(l) - 1] for l in all_labels]
         group_of = {"shape": 0, "line": 1, "arc": 2}
         groups = torch.tensor([group_of[n.split("/")[0]] for n in all_names], dtype=torch.int64)

@@ -52,7 +52,7 @@ FEATURES = ("score", "rank", "rel", "rank_t", "arc", "w", "h", "lasp", "larea", 
 HIDDEN = 32
 EPOCHS = 15
 NETS = 5                      # nets averaged (seeds seed * 1009 + k)
-MIN_DETECTIONS = 64           # fewer stroke detections (or none right) train no rescorer
+MIN_DETECTIONS = 64           # fewer rows (or none right) train no rescorer part: strokes, or shapes
 
 
 def on_ink(ink: np.ndarray, p0, p1, n: int = 24) -> float:

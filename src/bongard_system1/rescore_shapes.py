@@ -14,14 +14,15 @@ each candidate it reads :data:`SHAPE_FEATURES`:
 * its neighbours: overlap with better-ranked candidates, the share of it inside one, candidates
   inside it;
 * the ink: how much of the box is ink, ink on its four edges, ink in a ring just outside it;
-* the strokes (their fused scores, before the stroke rescorer): confident strokes inside it, and
+* the strokes (their fused scores, before the stroke nets): confident strokes inside it, and
   confident strokes its edges cut through;
 * the box's size and aspect.
 
-It is trained with the stroke rescorer, from the same pass of the detector over synthetic images
+It is trained with the rescorer's stroke part, from the same pass of the detector over synthetic images
 (:func:`rescore.train_rescorer`), with the same soft target: the IoU of the true shape each candidate
 matches when they are matched greedily by the hybrid's score (0 for a duplicate or a wrong box).
-Measured offline on the Zen 4 quick model (docs/measurements.md): synthetic validation shapes AP
+A model trained on shapes only has no rescorer (its stroke part has nothing to learn from), so no
+shape part either. Measured offline on the Zen 4 quick model (docs/measurements.md): synthetic validation shapes AP
 0.893 -> 0.916, real shapes AP 0.990 -> 0.993 (bd 0.989 -> 0.993).
 """
 

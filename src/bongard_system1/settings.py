@@ -55,7 +55,7 @@ the pipeline can put them in its stage configs and ``status`` stays fast.
 * ``STAMP_VOTE_VERSION`` (in the training stage's config) and ``STAMP_VOTE_RULES`` (in the
   evaluation stage's): a change of the vote's network retrains it; a change of the rules that read
   it re-evaluates.
-* ``RESCORER_VERSION`` (in the training stage's config): the stroke rescorer's features, target or
+* ``RESCORER_VERSION`` (in the training stage's config): the rescorer's features, target or
   network (``rescore``); a change retrains the rescorer, not the detector. Version 2 (2026-12-07):
   the mean of five nets trained from different seeds, where version 1 had one. Version 3 (2026-12-07):
   five more nets, trained in the same pass, re-rank the hybrid's shapes (``rescore_shapes``).

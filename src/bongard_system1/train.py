@@ -744,7 +744,8 @@ def add_rescorer(best_path, num_images, seed, device, progress=True) -> dict | N
     m = entry["metrics"]
     shapes = (entry.get("shapes") or {}).get("metrics")
     print(f"rescorer: {m['detections']} stroke detections ({m['matched']} right)"
-          + (f" and {shapes['detections']} shape candidates ({shapes['matched']} right)" if shapes else "")
+          + (f" and {shapes['detections']} shape candidates ({shapes['matched']} right)" if shapes
+             else " (no shape part: too few shape candidates, or none right)")
           + f" from {num_images} images, "
           f"{m['seconds']:.0f}s", file=sys.stderr)
     return {"settings": entry["settings"], "metrics": m, "shape_metrics": shapes}

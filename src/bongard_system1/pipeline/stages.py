@@ -518,7 +518,8 @@ def stage_training(ctx: Context, data_rec: dict, data_ran: bool) -> tuple[dict, 
                             "history": history, "device": result.get("device"),
                             "train_seconds": result.get("seconds"),
                             "stamp_vote": _jsonable((result.get("stamp_vote") or {}).get("metrics")),
-                            "rescorer": _jsonable((result.get("rescorer") or {}).get("metrics"))})
+                            "rescorer": _jsonable((result.get("rescorer") or {}).get("metrics")),
+                            "rescorer_shapes": _jsonable((result.get("rescorer") or {}).get("shape_metrics"))})
     except BaseException as exc:
         ctx.mgr.fail("training", rec, _error_text(exc), time.time() - t0)
         raise
