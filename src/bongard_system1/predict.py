@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from . import STYLES
-from .baseline import clean_page
+from .baseline import classical_shapes, clean_page
 from .boxes import fraction_inside, iou_xywh
 from .errors import System1Error
 from .grouping import ImageParse, parse_detections
@@ -271,7 +271,7 @@ LEFTOVER_FLOOR, LEFTOVER_SPAN = 0.05, 0.2     # hybrid shapes no ink component e
 
 
 def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whole=HYBRID_WHOLE,
-                  parts_min=HYBRID_PARTS_MIN):
+                  parts_min=HYBRID_PARTS_MIN, components=None):
     """Shape boxes from ink components where the network agrees, from the network where shapes touch.
 
     Every component is a candidate, ranked by the network's score for it (scores in [0.5, 1]). When
@@ -283,11 +283,11 @@ def hybrid_shapes(gray, model_shapes, confident=HYBRID_CONFIDENT, same=0.8, whol
     component (IoU >= 0.5) are dropped as its duplicates, unless the component is one the network
     sees two or more distinct shapes inside, scored ``parts_min`` or more, and did not split: those
     shapes stay, with the leftovers (a shape that touches a smaller one can match their joint
-    component). ``confident`` was chosen on synthetic validation images (shapes AP 0.883 at 0.7, 0.884
+    component). ``components``: ``baseline.classical_shapes(gray)`` when the caller has it already.
+    ``confident`` was chosen on synthetic validation images (shapes AP 0.883 at 0.7, 0.884
     at 0.6, 0.870 at 0.5, 0.826 at 0.4), and so were ``whole`` and ``parts_min`` (see :mod:`settings`).
     """
-    from .baseline import classical_shapes
-    comps = [c["bbox"] for c in classical_shapes(gray)]
+    comps = [c["bbox"] for c in (classical_shapes(gray) if components is None else components)]
     out, used = [], set()
     order = sorted(range(len(model_shapes)), key=lambda k: -model_shapes[k].score)
     for c in comps:
@@ -523,11 +523,16 @@ class System1:
             scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
                                           all_views.numpy(), n_views)
             self.stamp_vote.restyle(gray, dets, scores_at)
-        network_shapes, shapes = shapes, refine_shapes(gray, shapes, self.shape_mode)
+        network_shapes = shapes
+        if rescore_shapes:      # the hybrid, from what the rescorer reads too: the snapped shapes, the components
+            snapped, comps = refine_shapes(gray, shapes, "snap"), classical_shapes(gray)
+            shapes = hybrid_shapes(gray, snapped, components=comps)
+        else:
+            shapes = refine_shapes(gray, shapes, self.shape_mode)
         strokes = refine_strokes(gray, dets, self.stroke_mode)
         if rescore_shapes and shapes:       # the strokes' fused scores are among its features: before theirs change
-            snapped = refine_shapes(gray, network_shapes, "snap")
-            new = rescorer.shape_scores(shape_features(gray, shapes, snapped, strokes, out, self.names, n_views))
+            new = rescorer.shape_scores(shape_features(gray, shapes, snapped, strokes, out, self.names, n_views,
+                                                       components=comps))
             for d, sc in zip(shapes, new.tolist()):
                 d.score = RESCORE_MIN_SCORE + (1.0 - RESCORE_MIN_SCORE) * float(sc)
             shapes.sort(key=lambda d: -d.score)

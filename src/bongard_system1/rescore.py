@@ -234,6 +234,7 @@ def rescorer_training_set(system, num_images: int, seed: int, image_size: int, m
     from tqdm import tqdm
     from .logo.render import render
     from .logo.sample import sample_image
+    from .baseline import classical_shapes
     from .predict import hybrid_shapes, refine_shapes
     from .rescore_shapes import shape_features, shape_targets
     parts = {"strokes": ([], []), "shapes": ([], [])}
@@ -256,10 +257,10 @@ def rescorer_training_set(system, num_images: int, seed: int, image_size: int, m
         network_shapes = [d for d in dets if d.category == "shape"]
         parts["strokes"][0].append(stroke_features(r.image, strokes, network_shapes, out, system.names, system.n_views))
         parts["strokes"][1].append(greedy_targets(strokes, truth))
-        snapped = refine_shapes(r.image, network_shapes, "snap")
-        candidates = hybrid_shapes(r.image, snapped)
+        snapped, comps = refine_shapes(r.image, network_shapes, "snap"), classical_shapes(r.image)
+        candidates = hybrid_shapes(r.image, snapped, components=comps)
         parts["shapes"][0].append(shape_features(r.image, candidates, snapped, strokes, out, system.names,
-                                                 system.n_views))
+                                                 system.n_views, components=comps))
         parts["shapes"][1].append(shape_targets(candidates, [b for b in r.shape_boxes or [] if b is not None]))
     return {k: (np.concatenate(x), np.concatenate(y)) for k, (x, y) in parts.items()}
 

@@ -41,16 +41,17 @@ CONFIDENT_STROKE = 0.5        # a stroke's fused score from which it counts as s
 
 
 def shape_features(gray: np.ndarray, candidates: list, network_shapes: list, strokes: list, out: dict,
-                   names: list[str], n_views: int) -> np.ndarray:
+                   names: list[str], n_views: int, components: list | None = None) -> np.ndarray:
     """The :data:`SHAPE_FEATURES` of each of the hybrid's shape ``candidates`` (``.bbox`` xywh,
     ``.score``), in the order given. ``network_shapes``: the network's fused shapes as the hybrid
     took them (snapped to the ink); ``strokes``: the fused stroke detections, with their scores
-    before any rescoring; ``out``: the image's network outputs (``System1.network_outputs``)."""
+    before any rescoring; ``out``: the image's network outputs (``System1.network_outputs``);
+    ``components``: ``baseline.classical_shapes(gray)`` when the caller has it already."""
     n = len(candidates)
     feats = np.zeros((n, len(SHAPE_FEATURES)), np.float32)
     if not n:
         return feats
-    comps = {tuple(map(float, c["bbox"])) for c in classical_shapes(gray)}
+    comps = {tuple(map(float, c["bbox"])) for c in (classical_shapes(gray) if components is None else components)}
     boxes = np.array([d.bbox for d in candidates], np.float64)
     scores = np.array([d.score for d in candidates], np.float64)
     order = np.argsort(-scores, kind="stable")
