@@ -8,7 +8,7 @@ import torch
 from bongard_system1.data.generate import generate_dataset
 from bongard_system1.predict import Detection, System1
 from bongard_system1.rescore import (FEATURES, NETS, RESCORE_MIN_SCORE, Rescorer, build_rescorer_net, greedy_targets,
-                                     stroke_features)
+                                     on_ink, on_ink_many, stroke_features)
 from bongard_system1.rescore_shapes import SHAPE_FEATURES, shape_features, shape_targets
 from bongard_system1.train import train_detector
 
@@ -46,6 +46,27 @@ def test_ink_features_tell_a_whole_line_from_a_piece_of_it():
     # the piece lies inside the whole line's box, and fills a quarter of it
     assert _feature(f, "s_in")[0] == pytest.approx(0.9) and _feature(f, "in_hi")[0] == pytest.approx(0.25, abs=0.01)
     assert list(_feature(f, "rank")) == pytest.approx([1 / 3, 0, 2 / 3])
+
+
+def test_ink_along_many_segments_at_once_is_the_ink_along_each():
+    gray = np.full((64, 80), 255, np.uint8)
+    cv2.line(gray, (5, 10), (70, 50), 0, 3)
+    ink = gray < 255
+    rng = np.random.default_rng(0)
+    p0, p1 = rng.uniform(-20, 100, (200, 2)), rng.uniform(-20, 100, (200, 2))     # many leave the image
+    p1[:20] = p0[:20]                                                            # and some are points
+    def along(a, b, n):        # point by point: outside the image is no ink, the last half pixel is the edge's
+        hits = 0
+        for t in np.linspace(0.0, 1.0, n):
+            x, y = a * (1 - t) + b * t
+            hits += 0 <= x < 80 and 0 <= y < 64 and bool(ink[min(int(np.round(y)), 63), min(int(np.round(x)), 79)])
+        return hits / n
+    for n in (8, 16, 24):
+        many = on_ink_many(ink, p0, p1, n)
+        assert many.shape == (200,) and 0 < many.mean() < 0.5
+        assert list(many) == [along(a, b, n) for a, b in zip(p0, p1)] == [on_ink(ink, a, b, n) for a, b in zip(p0, p1)]
+    assert 0 < on_ink(ink, (5, 10), (70, 50)) == 1.0 and on_ink(ink, (-30, -30), (-5, -5)) == 0.0
+    assert on_ink_many(ink, np.zeros((0, 2)), np.zeros((0, 2))).shape == (0,)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ import numpy as np
 
 from .baseline import classical_shapes
 from .boxes import greedy_match, pairwise_iou_xywh
-from .rescore import on_ink
+from .rescore import on_ink_many
 
 SHAPE_FEATURES = ("score", "comp", "part", "split", "left", "net_best", "net_iou", "v_mean", "v_min", "v_n",
                   "n_comp", "n_cand", "rank", "hi_iou", "in_hi", "n_in", "s_in", "ink", "b0", "b1", "b2", "b3",
@@ -75,6 +75,12 @@ def shape_features(gray: np.ndarray, candidates: list, network_shapes: list, str
     h_img, w_img = gray.shape
     s = 512.0 / max(h_img, w_img)                     # lengths are read at the real images' 512 px
     ink = gray < 255
+    # the ink along each box's four edges (sorted): columns x to x + w - 1, rows y to y + h - 1
+    x0, y0 = boxes[:, 0], boxes[:, 1]
+    x1, y1 = x0 + boxes[:, 2] - 1, y0 + boxes[:, 3] - 1
+    e0 = np.stack([np.c_[x0, y0], np.c_[x0, y1], np.c_[x0, y0], np.c_[x1, y0]], axis=1).reshape(-1, 2)
+    e1 = np.stack([np.c_[x1, y0], np.c_[x1, y1], np.c_[x0, y1], np.c_[x1, y1]], axis=1).reshape(-1, 2)
+    edges = np.sort(on_ink_many(ink, e0, e1, 24).reshape(n, 4), axis=1)
     index = np.arange(n)
     for i, d in enumerate(candidates):
         x, y, w, h = d.bbox
@@ -98,10 +104,7 @@ def shape_features(gray: np.ndarray, candidates: list, network_shapes: list, str
         ix0, iy0 = int(max(0, x)), int(max(0, y))
         ix1, iy1 = int(min(w_img, x + w)), int(min(h_img, y + h))
         f["ink"] = float(ink[iy0:iy1, ix0:ix1].mean()) if ix1 > ix0 and iy1 > iy0 else 0.0
-        x0, y0, x1, y1 = x, y, x + w - 1, y + h - 1
-        edges = sorted(on_ink(ink, p, q, 24) for p, q in (((x0, y0), (x1, y0)), ((x0, y1), (x1, y1)),
-                                                           ((x0, y0), (x0, y1)), ((x1, y0), (x1, y1))))
-        f.update(b0=edges[0], b1=edges[1], b2=edges[2], b3=edges[3])
+        f.update(b0=edges[i, 0], b1=edges[i, 1], b2=edges[i, 2], b3=edges[i, 3])
         m = max(1, int(round(8 / s)))
         ox0, oy0, ox1, oy1 = max(0, ix0 - m), max(0, iy0 - m), min(w_img, ix1 + m), min(h_img, iy1 + m)
         around, within = ink[oy0:oy1, ox0:ox1].sum(), ink[iy0:iy1, ix0:ix1].sum()
