@@ -167,12 +167,17 @@ def _ink_lines(ink: np.ndarray, ink_wide: np.ndarray, boxes: np.ndarray, s: floa
     covs = on_ink_many(ink_wide, starts.reshape(-1, 2), ends.reshape(-1, 2)).reshape(n, 4)
     best = covs.argmax(axis=1)
     a, b = starts[np.arange(n), best], ends[np.arange(n), best]
-    u = (b - a) / (np.array([np.linalg.norm(v) for v in b - a]).reshape(-1, 1) + 1e-9)
+    u = (b - a) / (np.linalg.norm(b - a, axis=1, keepdims=True) + 1e-9)
     past = np.c_[on_ink_many(ink_wide, a - u * 12 / s, a - u * 2 / s, 8), on_ink_many(ink_wide, b + u * 2 / s, b + u * 12 / s, 8)]
-    e0 = np.stack([np.c_[x0, y0], np.c_[x0, y1], np.c_[x0, y0], np.c_[x1, y0]], axis=1)
-    e1 = np.stack([np.c_[x1, y0], np.c_[x1, y1], np.c_[x0, y1], np.c_[x1, y1]], axis=1)
-    edges = np.sort(on_ink_many(ink, e0.reshape(-1, 2), e1.reshape(-1, 2), 16).reshape(n, 4), axis=1)
-    return covs, best, past, edges
+    return covs, best, past, edge_ink(ink, x0, y0, x1, y1, 16)
+
+
+def edge_ink(ink: np.ndarray, x0, y0, x1, y1, n: int) -> np.ndarray:
+    """The ink along the four edges of each box (corner coordinates as arrays), ``n`` points an
+    edge, sorted: one row of four a box."""
+    starts = np.stack([np.c_[x0, y0], np.c_[x0, y1], np.c_[x0, y0], np.c_[x1, y0]], axis=1).reshape(-1, 2)
+    ends = np.stack([np.c_[x1, y0], np.c_[x1, y1], np.c_[x0, y1], np.c_[x1, y1]], axis=1).reshape(-1, 2)
+    return np.sort(on_ink_many(ink, starts, ends, n).reshape(-1, 4), axis=1)
 
 
 def greedy_targets(strokes: list, truth: dict[str, list]) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .baseline import classical_shapes
 from .boxes import greedy_match, pairwise_iou_xywh
-from .rescore import on_ink_many
+from .rescore import edge_ink
 
 SHAPE_FEATURES = ("score", "comp", "part", "split", "left", "net_best", "net_iou", "v_mean", "v_min", "v_n",
                   "n_comp", "n_cand", "rank", "hi_iou", "in_hi", "n_in", "s_in", "ink", "b0", "b1", "b2", "b3",
@@ -78,9 +78,7 @@ def shape_features(gray: np.ndarray, candidates: list, network_shapes: list, str
     # the ink along each box's four edges (sorted): columns x to x + w - 1, rows y to y + h - 1
     x0, y0 = boxes[:, 0], boxes[:, 1]
     x1, y1 = x0 + boxes[:, 2] - 1, y0 + boxes[:, 3] - 1
-    e0 = np.stack([np.c_[x0, y0], np.c_[x0, y1], np.c_[x0, y0], np.c_[x1, y0]], axis=1).reshape(-1, 2)
-    e1 = np.stack([np.c_[x1, y0], np.c_[x1, y1], np.c_[x0, y1], np.c_[x1, y1]], axis=1).reshape(-1, 2)
-    edges = np.sort(on_ink_many(ink, e0, e1, 24).reshape(n, 4), axis=1)
+    edges = edge_ink(ink, x0, y0, x1, y1, 24)
     index = np.arange(n)
     for i, d in enumerate(candidates):
         x, y, w, h = d.bbox
