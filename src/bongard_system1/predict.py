@@ -499,27 +499,25 @@ class System1:
         rescorer = self.rescorer if rescore and self.rescorer is not None and "views" in out else None
         if rescorer is not None and not rescorer.matches(self):    # views or modes changed since loading
             rescorer = None
-        stroke_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
         rescore_shapes = rescorer is not None and rescorer.rescores_shapes(self)
-        # the rescorer reads the network's shapes as it was trained to, whatever the threshold
-        shape_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
+        # the rescorer reads the network's strokes and shapes as it was trained to, whatever the threshold
+        read_threshold = RESCORE_MIN_SCORE if rescorer is not None else score_threshold
         all_names = [self.names[int(l) - 1] for l in all_labels]
         group_of = {"shape": 0, "line": 1, "arc": 2}
         groups = torch.tensor([group_of[n.split("/")[0]] for n in all_names], dtype=torch.int64)
         boxes, scores, labels = fuse(all_boxes, all_scores, all_labels, all_views, groups, n_views, FUSE_IOU)
-        keep = torch.nonzero(scores >= min(shape_threshold, stroke_threshold)).flatten()
+        # (read again in float64 below: the tensor compares in float32)
+        keep = [i for i in torch.nonzero(scores >= read_threshold).flatten().tolist() if float(scores[i]) >= read_threshold]
         names = [self.names[int(l) - 1] for l in labels]
         cats = [n.split("/")[0] for n in names]
         dets, shapes = [], []
-        for i in keep.tolist():
-            if float(scores[i]) < (shape_threshold if cats[i] == "shape" else stroke_threshold):
-                continue
+        for i in keep:
             b = boxes[i].tolist()
             style = names[i].split("/")[1] if "/" in names[i] else None
             d = Detection([b[0], b[1], b[2] - b[0], b[3] - b[1]], float(scores[i]), cats[i], style)
             (shapes if cats[i] == "shape" else dets).append(d)
         if stamp_vote and self.stamp_vote is not None and dets:
-            strokes = [i for i in keep.tolist() if cats[i] != "shape" and float(scores[i]) >= stroke_threshold]
+            strokes = [i for i in keep if cats[i] != "shape"]
             scores_at = self.style_scores(boxes[strokes], [cats[i] for i in strokes], all_boxes, all_scores, all_names,
                                           all_views.numpy(), n_views)
             self.stamp_vote.restyle(gray, dets, scores_at)
